@@ -1,0 +1,1 @@
+"""microturn media node: signalling, sessions, micro-turn assembly, output audio, worker runner."""
