@@ -1,0 +1,1 @@
+"""microturn models: encoders, interaction models, speech synthesis, the embedded LLM."""
