@@ -25,7 +25,7 @@ FRAME_SAMPLES = 320  # 20 ms at 16 kHz: the output track's packetisation
 PcmArray = npt.NDArray[np.int16]
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     """What the model decided for one micro-turn."""
 
     SILENT = "silent"  # say nothing

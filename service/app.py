@@ -1,0 +1,207 @@
+"""The media node's HTTP face: WHIP-style signalling, health, metrics and the demo page.
+
+``create_app(config)`` returns an :class:`aiohttp.web.Application` that can be embedded and tested with
+``AppRunner``/``TCPSite``; the media node starts with the app and stops with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from model.base import InteractionModel
+from model.catalog import create_model
+from service.metrics import NodeMetrics
+from service.session import Session
+from service.ticker import Ticker
+from service.worker import InProcessWorker, Worker
+
+log = logging.getLogger(__name__)
+
+MAX_SDP_BYTES = 64 * 1024  # an honest offer is a few KB; refuse anything that could be abuse
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+@dataclass
+class NodeConfig:
+    model: str = "reactive"  # which interaction model steps the micro-turns (see `microturn serve --help`)
+    max_sessions: int = 8  # sessions this node accepts before answering 503
+    retry_after_s: int = 5  # what a 503 tells the client to wait
+    web_dir: Path = field(default_factory=lambda: WEB_DIR)
+
+
+class MediaNode:
+    """Owns the sessions, the micro-turn ticker and the worker."""
+
+    def __init__(self, config: NodeConfig, model: InteractionModel) -> None:
+        self.config = config
+        self.metrics = NodeMetrics()
+        self.worker: Worker = InProcessWorker(model, self.metrics, config.max_sessions)
+        self.model_name = model.name
+        self.ticker = Ticker(self.worker, self.metrics)
+        self.sessions: dict[str, Session] = {}
+
+    async def start(self) -> None:
+        await self.worker.start()
+        self.ticker.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))
+        await self.ticker.stop()
+        await self.worker.close()
+
+    @property
+    def full(self) -> bool:
+        return len(self.sessions) >= self.config.max_sessions
+
+    async def open_session(self, offer_sdp: str) -> tuple[Session, str]:
+        session_id = secrets.token_urlsafe(12)
+        session = Session(
+            session_id,
+            epoch=self.ticker.grid_start(time.monotonic()),
+            metrics=self.metrics,
+            model_name=self.model_name,
+            on_closed=self._session_closed,
+        )
+        self.sessions[session_id] = session
+        self.metrics.sessions_active.set(len(self.sessions))
+        try:
+            answer = await session.negotiate(offer_sdp)
+        except Exception:
+            await session.close("negotiation failed")
+            raise
+        self.ticker.add(session)
+        self.metrics.sessions_total.inc()
+        log.info("session %s opened (%d/%d)", session_id, len(self.sessions), self.config.max_sessions)
+        return session, answer
+
+    def _session_closed(self, session: Session, reason: str) -> None:
+        self.sessions.pop(session.id, None)
+        self.ticker.remove(session)
+        self.metrics.sessions_active.set(len(self.sessions))
+
+
+NODE = web.AppKey("node", MediaNode)
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+async def create_session(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    if request.content_type != "application/sdp":
+        node.metrics.sessions_rejected.labels("content_type").inc()
+        return error_response(
+            415,
+            "unsupported_media_type",
+            f"send the SDP offer as 'Content-Type: application/sdp' (got {request.content_type!r})",
+        )
+    if request.content_length is not None and request.content_length > MAX_SDP_BYTES:
+        node.metrics.sessions_rejected.labels("bad_sdp").inc()
+        return error_response(400, "bad_sdp", f"SDP offer larger than {MAX_SDP_BYTES} bytes")
+    body = await request.content.read(MAX_SDP_BYTES + 1)
+    if len(body) > MAX_SDP_BYTES:
+        node.metrics.sessions_rejected.labels("bad_sdp").inc()
+        return error_response(400, "bad_sdp", f"SDP offer larger than {MAX_SDP_BYTES} bytes")
+    try:
+        offer = body.decode("utf-8")
+    except UnicodeDecodeError:
+        node.metrics.sessions_rejected.labels("bad_sdp").inc()
+        return error_response(400, "bad_sdp", "SDP offer is not UTF-8 text")
+    if not offer.lstrip().startswith("v=0"):
+        node.metrics.sessions_rejected.labels("bad_sdp").inc()
+        return error_response(400, "bad_sdp", "not an SDP offer: it must start with 'v=0' (RFC 8866)")
+    if node.full:
+        node.metrics.sessions_rejected.labels("capacity").inc()
+        return error_response(
+            503,
+            "at_capacity",
+            f"this node is at its limit of {node.config.max_sessions} session(s); retry later",
+            headers={"Retry-After": str(node.config.retry_after_s)},
+        )
+    try:
+        session, answer = await node.open_session(offer)
+    except Exception as exc:
+        node.metrics.sessions_rejected.labels("bad_sdp").inc()
+        log.info("rejected offer: %s: %s", type(exc).__name__, exc)
+        return error_response(400, "bad_sdp", f"cannot use this SDP offer: {exc or type(exc).__name__}")
+    return web.Response(
+        status=201,
+        body=answer.encode(),
+        content_type="application/sdp",
+        headers={"Location": f"/v1/sessions/{session.id}"},
+    )
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    session = node.sessions.get(request.match_info["session_id"])
+    if session is None:
+        return error_response(404, "not_found", "no such session (it may have ended already)")
+    await session.close("deleted by client")
+    return web.Response(status=200)
+
+
+async def patch_session(request: web.Request) -> web.Response:
+    # RFC 9725 §4.3.1: a WHIP endpoint without trickle ICE answers PATCH with 405.
+    return error_response(
+        405,
+        "trickle_unsupported",
+        "trickle ICE is not supported: send the offer after ICE gathering completes",
+        headers={"Allow": "DELETE"},
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return web.json_response(
+        {
+            "status": "ok",
+            "sessions": len(node.sessions),
+            "max_sessions": node.config.max_sessions,
+            "model": node.model_name,
+            "worker": node.worker.describe(),
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[NODE].metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(request.app[NODE].config.web_dir / "index.html")
+
+
+def create_app(config: NodeConfig, model: InteractionModel | None = None) -> web.Application:
+    """Build the node's app; ``model`` overrides ``config.model`` (embedding, tests)."""
+    if model is None:
+        model = create_model(config.model)
+    app = web.Application(client_max_size=MAX_SDP_BYTES + 1024)
+    node = MediaNode(config, model)
+    app[NODE] = node
+
+    async def lifecycle(app: web.Application) -> Any:
+        await node.start()
+        yield
+        await node.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/sessions", create_session)
+    app.router.add_delete("/v1/sessions/{session_id}", delete_session)
+    app.router.add_patch("/v1/sessions/{session_id}", patch_session)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", index)
+    app.router.add_static("/", config.web_dir)
+    return app
