@@ -1,0 +1,280 @@
+"""The first real model path: speech activity + streaming recognition + the embedded LLM + flite.
+
+Two policies share these parts and differ only in *when* they act:
+
+- :class:`ReactiveAgent` (``--model reactive``) decides every micro-turn. It answers after a short pause,
+  starts speaking as soon as the first phrase of the reply is synthesised, and stops within one
+  micro-turn when the user talks over it.
+- :class:`TurnBasedAgent` (``--model turn-based``) is the baseline harness we measure against: it waits
+  for a long pause (speech-activity endpointing), recognises, generates the *whole* reply, then speaks
+  it, and yields only after sustained user speech.
+
+Both will be replaced by the trained interaction model; they exist so that the whole path is real.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from model.asr import RecognizerPool
+from model.base import PerSessionModel
+from model.llm import ChatLLM
+from model.tts import FliteSynthesizer, split_phrases
+from model.vad import SpeechActivity
+from service.microturn import (
+    MICRO_TURN_MS,
+    SAMPLES_PER_TURN,
+    Action,
+    MicroTurn,
+    MicroTurnOutput,
+    PcmArray,
+    Transcript,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly voice assistant. Answer in one or two short spoken sentences. No lists, no markup."
+)
+SPEECH_MIN_MS = 60  # ms of speech-like frames in a micro-turn that count as the user speaking
+PREROLL_TURNS = 2  # micro-turns of audio kept before speech onset: recognisers need the word's start
+HISTORY_MESSAGES = 8  # conversation messages (both sides) given to the LLM with each request
+MAX_REPLY_TOKENS = 48  # a spoken reply of one or two sentences
+LEAD_TURNS = 1  # micro-turns of audio sent ahead when an utterance starts, so tick jitter never starves it
+
+
+@dataclass(frozen=True)
+class AgentTiming:
+    """When a policy acts. All in ms of session time."""
+
+    endpoint_silence_ms: int  # silence after user speech that ends the user's utterance
+    barge_in_ms: int  # user speech while the agent speaks that makes it stop
+    stream_phrases: bool  # speak the first phrase while the rest is generated
+
+
+REACTIVE_TIMING = AgentTiming(endpoint_silence_ms=400, barge_in_ms=SPEECH_MIN_MS, stream_phrases=True)
+# Typical harness defaults: ~0.8 s of silence before a turn is taken, ~0.6 s of speech to interrupt.
+TURN_BASED_TIMING = AgentTiming(endpoint_silence_ms=800, barge_in_ms=600, stream_phrases=False)
+
+
+class ReplyJob:
+    """One reply being generated on the LLM thread; phrases come back as (text, pcm) in order."""
+
+    def __init__(self) -> None:
+        self.phrases: queue.SimpleQueue[tuple[str, PcmArray] | None] = queue.SimpleQueue()
+        self.cancelled = threading.Event()
+
+
+@dataclass
+class SessionState:
+    vad: SpeechActivity = field(default_factory=SpeechActivity)
+    instructions: str = DEFAULT_INSTRUCTIONS
+    preroll: deque[PcmArray] = field(default_factory=lambda: deque(maxlen=PREROLL_TURNS))
+    recognizing: bool = False  # an utterance is being recognised
+    partial: str = ""
+    silence_ms: int = 0  # consecutive non-speech since the user last spoke
+    overlap_ms: int = 0  # user speech while the agent is speaking
+    history: list[dict[str, str]] = field(default_factory=list)
+    reply: ReplyJob | None = None  # being generated
+    reply_said: list[str] = field(default_factory=list)  # phrases of the current reply already started
+    speech: deque[tuple[str, PcmArray]] = field(default_factory=deque)  # phrases waiting to be spoken
+    current: PcmArray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))  # rest of the phrase
+    speaking: bool = False
+
+
+class SpeechAgent(PerSessionModel):
+    """Recognise, decide, reply, speak -- one session at a time, every micro-turn."""
+
+    name = "speech-agent"
+
+    def __init__(self, timing: AgentTiming, voice: str = "slt") -> None:
+        self.timing = timing
+        self.recognizers = RecognizerPool()
+        self.tts = FliteSynthesizer(voice)
+        self.llm: ChatLLM | None = None
+        # Replies are generated off the worker thread: a reply takes seconds, a micro-turn 200 ms.
+        self._llm_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="microturn-llm")
+        self.sessions: dict[str, SessionState] = {}
+
+    def warmup(self, max_sessions: int) -> None:
+        # Every session's recogniser is built now: building one holds the GIL for ~0.3 s, which would
+        # stall every session's media if it happened when somebody first speaks.
+        self.recognizers = RecognizerPool(max_spares=max_sessions)
+        self.recognizers.warmup(max_sessions)
+        # One torch thread: with two on these two cores, generation collapses (to ~1-8 tok/s) whenever
+        # recognition or WebRTC is busy, which is always during a conversation.
+        torch.set_num_threads(1)
+        self.llm = ChatLLM.load()
+        self.llm.reply([{"role": "user", "content": "Hi"}], max_new_tokens=2)
+        self.tts.synthesize("ready")
+
+    def close_session(self, session_id: str) -> None:
+        state = self.sessions.pop(session_id, None)
+        if state is not None and state.reply is not None:
+            state.reply.cancelled.set()
+        self.recognizers.close(session_id)
+
+    def close(self) -> None:
+        for sid in list(self.sessions):
+            self.close_session(sid)
+        self._llm_thread.shutdown(wait=True, cancel_futures=True)
+
+    # -- one micro-turn ------------------------------------------------------------------------------
+    def step_session(self, mt: MicroTurn) -> MicroTurnOutput:
+        state = self.sessions.setdefault(mt.session_id, SessionState())
+        out = MicroTurnOutput(session_id=mt.session_id, index=mt.index)
+        if mt.instructions is not None:
+            state.instructions = mt.instructions or DEFAULT_INSTRUCTIONS
+        activity = state.vad.update(mt.pcm)
+        out.user_speaking = activity.speech_ms >= SPEECH_MIN_MS
+
+        self._listen(mt, state, out)
+        for typed in mt.texts:
+            self._ask(mt.session_id, state, typed.text)
+        if state.speaking or state.speech:
+            self._maybe_yield(state, out)
+        self._collect_reply(state)
+        if out.action is not Action.STOP:
+            self._speak(state, out)
+        return out
+
+    def _listen(self, mt: MicroTurn, state: SessionState, out: MicroTurnOutput) -> None:
+        """Streaming recognition, gated by speech activity; endpointing ends the utterance."""
+        sid = mt.session_id
+        if out.user_speaking:
+            state.silence_ms = 0
+            if not state.recognizing:
+                state.recognizing = True
+                self.recognizers.start(sid, np.concatenate(list(state.preroll)) if state.preroll else None)
+        else:
+            state.silence_ms += MICRO_TURN_MS
+        state.preroll.append(mt.pcm)
+        if not state.recognizing:
+            return
+        partial = self.recognizers.accept_batch({sid: mt.pcm})[sid]
+        if partial != state.partial and partial:
+            state.partial = partial
+            out.transcripts.append(Transcript(partial, final=False))
+        if state.silence_ms >= self.timing.endpoint_silence_ms:
+            final = self.recognizers.finish(sid).strip()
+            state.recognizing = False
+            state.partial = ""
+            if final:
+                out.transcripts.append(Transcript(final, final=True))
+                self._ask(sid, state, final)
+
+    def _maybe_yield(self, state: SessionState, out: MicroTurnOutput) -> None:
+        """Stop talking when the user talks over the agent for long enough."""
+        state.overlap_ms = state.overlap_ms + MICRO_TURN_MS if out.user_speaking else 0
+        if state.overlap_ms >= self.timing.barge_in_ms:
+            self._cancel_reply(state)
+            out.action = Action.STOP
+
+    def _ask(self, session_id: str, state: SessionState, text: str) -> None:
+        """Start generating a reply to ``text`` on the LLM thread (replacing any reply in progress)."""
+        self._cancel_reply(state)
+        state.history.append({"role": "user", "content": text})
+        messages = [{"role": "system", "content": state.instructions}, *state.history[-HISTORY_MESSAGES:]]
+        job = ReplyJob()
+        state.reply = job
+        log.info("session %s: replying to %r", session_id, text)
+        self._llm_thread.submit(self._generate, job, messages)
+
+    def _cancel_reply(self, state: SessionState) -> None:
+        if state.reply is not None:
+            state.reply.cancelled.set()
+            state.reply = None
+        if state.reply_said:
+            state.history.append({"role": "assistant", "content": " ".join(state.reply_said)})
+            state.reply_said = []
+        state.speech.clear()
+        state.current = np.zeros(0, dtype=np.int16)
+        state.speaking = False
+        state.overlap_ms = 0
+
+    def _generate(self, job: ReplyJob, messages: list[dict[str, str]]) -> None:
+        """LLM thread: stream the reply, synthesise it phrase by phrase."""
+        assert self.llm is not None, "warmup() loads the LLM before the first step"
+        pending = ""
+        try:
+            for delta in self.llm.stream_reply(messages, max_new_tokens=MAX_REPLY_TOKENS):
+                if job.cancelled.is_set():
+                    return
+                pending += delta
+                phrases = split_phrases(pending)
+                if self.timing.stream_phrases and len(phrases) > 1:
+                    for phrase in phrases[:-1]:
+                        job.phrases.put((phrase, self.tts.synthesize(phrase)))
+                    pending = phrases[-1]
+            for phrase in split_phrases(pending):
+                if job.cancelled.is_set():
+                    return
+                job.phrases.put((phrase, self.tts.synthesize(phrase)))
+        except Exception:
+            log.exception("reply generation failed")
+        finally:
+            job.phrases.put(None)
+
+    def _collect_reply(self, state: SessionState) -> None:
+        job = state.reply
+        while job is not None:
+            try:
+                item = job.phrases.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:
+                state.reply = None
+                return
+            state.speech.append(item)
+
+    def _speak(self, state: SessionState, out: MicroTurnOutput) -> None:
+        """Release the next micro-turn of the agent's voice (more when an utterance starts)."""
+        turns = 1 if state.speaking else 1 + LEAD_TURNS
+        budget = turns * SAMPLES_PER_TURN
+        chunks: list[PcmArray] = []
+        texts: list[str] = []
+        while budget > 0:
+            if not len(state.current):
+                if not state.speech:
+                    break
+                text, pcm = state.speech.popleft()
+                state.current = pcm
+                state.reply_said.append(text)
+                texts.append(text)
+            take = state.current[:budget]
+            state.current = state.current[budget:]
+            chunks.append(take)
+            budget -= len(take)
+        if not chunks:
+            if state.speaking and state.reply is None:
+                # Everything said: the utterance is over and joins the conversation.
+                state.speaking = False
+                state.history.append({"role": "assistant", "content": " ".join(state.reply_said)})
+                state.reply_said = []
+            return
+        out.action = Action.CONTINUE if state.speaking else Action.SPEAK
+        out.pcm = np.concatenate(chunks)
+        out.text = " ".join(texts)
+        state.speaking = True
+
+
+class ReactiveAgent(SpeechAgent):
+    name = "reactive"
+
+    def __init__(self) -> None:
+        super().__init__(REACTIVE_TIMING)
+
+
+class TurnBasedAgent(SpeechAgent):
+    name = "turn-based"
+
+    def __init__(self) -> None:
+        super().__init__(TURN_BASED_TIMING)
