@@ -10,3 +10,5 @@ echo "==> mypy"
 .venv/bin/mypy
 echo "==> pytest"
 .venv/bin/pytest "$@"
+echo "==> benchmark smoke run (bench.latency --quick: checks that measuring works, not the numbers)"
+.venv/bin/python -m bench.latency --quick
