@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from model.asr import RecognizerPool
+from model.asr import RecognizerPool, normalize_words
 from model.base import PerSessionModel
 from model.llm import ChatLLM
 from model.tts import FliteSynthesizer, split_phrases
@@ -58,19 +59,29 @@ class AgentTiming:
     endpoint_silence_ms: int  # silence after user speech that ends the user's utterance
     barge_in_ms: int  # user speech while the agent speaks that makes it stop
     stream_phrases: bool  # speak the first phrase while the rest is generated
+    # Start the reply on the partial hypothesis at the first silent micro-turn, and keep it at the endpoint
+    # if the recognised words did not change: the LLM's head start is one micro-turn.
+    speculate: bool
 
 
-REACTIVE_TIMING = AgentTiming(endpoint_silence_ms=400, barge_in_ms=SPEECH_MIN_MS, stream_phrases=True)
+REACTIVE_TIMING = AgentTiming(
+    endpoint_silence_ms=400, barge_in_ms=SPEECH_MIN_MS, stream_phrases=True, speculate=True
+)
 # Typical harness defaults: ~0.8 s of silence before a turn is taken, ~0.6 s of speech to interrupt.
-TURN_BASED_TIMING = AgentTiming(endpoint_silence_ms=800, barge_in_ms=600, stream_phrases=False)
+TURN_BASED_TIMING = AgentTiming(
+    endpoint_silence_ms=800, barge_in_ms=600, stream_phrases=False, speculate=False
+)
 
 
 class ReplyJob:
     """One reply being generated on the LLM thread; phrases come back as (text, pcm) in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, question: str) -> None:
+        self.question = question
         self.phrases: queue.SimpleQueue[tuple[str, PcmArray] | None] = queue.SimpleQueue()
         self.cancelled = threading.Event()
+        self.asked = time.perf_counter()  # for the timing log: question -> first phrase ready
+        self.first_phrase_logged = False
 
 
 @dataclass
@@ -84,6 +95,7 @@ class SessionState:
     overlap_ms: int = 0  # user speech while the agent is speaking
     history: list[dict[str, str]] = field(default_factory=list)
     reply: ReplyJob | None = None  # being generated
+    speculative: ReplyJob | None = None  # started on a partial hypothesis; not spoken unless committed
     reply_said: list[str] = field(default_factory=list)  # phrases of the current reply already started
     speech: deque[tuple[str, PcmArray]] = field(default_factory=deque)  # phrases waiting to be spoken
     current: PcmArray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))  # rest of the phrase
@@ -118,8 +130,10 @@ class SpeechAgent(PerSessionModel):
 
     def close_session(self, session_id: str) -> None:
         state = self.sessions.pop(session_id, None)
-        if state is not None and state.reply is not None:
-            state.reply.cancelled.set()
+        if state is not None:
+            for job in (state.reply, state.speculative):
+                if job is not None:
+                    job.cancelled.set()
         self.recognizers.close(session_id)
 
     def close(self) -> None:
@@ -163,13 +177,32 @@ class SpeechAgent(PerSessionModel):
         if partial != state.partial and partial:
             state.partial = partial
             out.transcripts.append(Transcript(partial, final=False))
+        if out.user_speaking:
+            self._drop_speculation(state)
+        elif self.timing.speculate and state.silence_ms == MICRO_TURN_MS and state.partial:
+            state.speculative = self._start_reply(state, state.partial)
         if state.silence_ms >= self.timing.endpoint_silence_ms:
             final = self.recognizers.finish(sid).strip()
             state.recognizing = False
             state.partial = ""
+            speculative, state.speculative = state.speculative, None
+            if speculative is not None and normalize_words(speculative.question) == normalize_words(final):
+                self._cancel_reply(state)
+                state.history.append({"role": "user", "content": final})
+                state.reply = speculative
+                log.info("session %s: replying to %r (started one micro-turn early)", sid, final)
+            else:
+                if speculative is not None:
+                    speculative.cancelled.set()
+                if final:
+                    self._ask(sid, state, final)
             if final:
                 out.transcripts.append(Transcript(final, final=True))
-                self._ask(sid, state, final)
+
+    def _drop_speculation(self, state: SessionState) -> None:
+        if state.speculative is not None:
+            state.speculative.cancelled.set()
+            state.speculative = None
 
     def _maybe_yield(self, state: SessionState, out: MicroTurnOutput) -> None:
         """Stop talking when the user talks over the agent for long enough."""
@@ -181,12 +214,18 @@ class SpeechAgent(PerSessionModel):
     def _ask(self, session_id: str, state: SessionState, text: str) -> None:
         """Start generating a reply to ``text`` on the LLM thread (replacing any reply in progress)."""
         self._cancel_reply(state)
+        state.reply = self._start_reply(state, text)
         state.history.append({"role": "user", "content": text})
-        messages = [{"role": "system", "content": state.instructions}, *state.history[-HISTORY_MESSAGES:]]
-        job = ReplyJob()
-        state.reply = job
         log.info("session %s: replying to %r", session_id, text)
-        self._llm_thread.submit(self._generate, job, messages)
+
+    def _start_reply(self, state: SessionState, question: str) -> ReplyJob:
+        """Generate a reply to ``question`` after the conversation so far, on the LLM thread."""
+        context = [*state.history, {"role": "user", "content": question}][-HISTORY_MESSAGES:]
+        job = ReplyJob(question)
+        self._llm_thread.submit(
+            self._generate, job, [{"role": "system", "content": state.instructions}, *context]
+        )
+        return job
 
     def _cancel_reply(self, state: SessionState) -> None:
         if state.reply is not None:
@@ -233,6 +272,10 @@ class SpeechAgent(PerSessionModel):
             if item is None:
                 state.reply = None
                 return
+            if not job.first_phrase_logged:
+                job.first_phrase_logged = True
+                waited_ms = (time.perf_counter() - job.asked) * 1000
+                log.info("first phrase ready %.0f ms after the reply was started", waited_ms)
             state.speech.append(item)
 
     def _speak(self, state: SessionState, out: MicroTurnOutput) -> None:
