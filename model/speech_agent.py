@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
+import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from model.asr import RecognizerPool, normalize_words
+from model.background import route
 from model.base import PerSessionModel
 from model.llm import ChatLLM
 from model.tts import FliteSynthesizer, split_phrases
@@ -34,6 +37,7 @@ from service.microturn import (
     MICRO_TURN_MS,
     SAMPLES_PER_TURN,
     Action,
+    BackgroundCall,
     MicroTurn,
     MicroTurnOutput,
     PcmArray,
@@ -49,6 +53,14 @@ SPEECH_MIN_MS = 60  # ms of speech-like frames in a micro-turn that count as the
 PREROLL_TURNS = 2  # micro-turns of audio kept before speech onset: recognisers need the word's start
 HISTORY_MESSAGES = 8  # conversation messages (both sides) given to the LLM with each request
 MAX_REPLY_TOKENS = 48  # a spoken reply of one or two sentences
+ACKNOWLEDGE_PHRASE = "Let me work that out."
+ACKNOWLEDGE_AFTER_MS = 600  # a background answer back sooner needs no "let me work that out"
+CANCELLED_PHRASE = "Okay, cancelled."
+FAILED_PHRASE = "Sorry, I could not finish that."
+# What a user says to call off background work they no longer want.
+CANCEL_REQUEST = re.compile(
+    r"\b(never ?mind|cancel|forget (it|that|about it)|stop the timer)\b", re.IGNORECASE
+)
 LEAD_TURNS = 1  # micro-turns of audio sent ahead when an utterance starts, so tick jitter never starves it
 
 
@@ -100,6 +112,11 @@ class SessionState:
     speech: deque[tuple[str, PcmArray]] = field(default_factory=deque)  # phrases waiting to be spoken
     current: PcmArray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))  # rest of the phrase
     speaking: bool = False
+    jobs: dict[str, str] = field(default_factory=dict)  # background calls in flight: id -> question
+    to_say: deque[str] = field(default_factory=deque)  # background news waiting for a fitting moment
+    timers: list[tuple[int, str]] = field(default_factory=list)  # (due session ms, what to say then)
+    now_ms: int = 0  # session time of the micro-turn being stepped
+    acks: dict[str, int] = field(default_factory=dict)  # job id -> session ms to acknowledge it at
 
 
 class SpeechAgent(PerSessionModel):
@@ -144,6 +161,7 @@ class SpeechAgent(PerSessionModel):
     # -- one micro-turn ------------------------------------------------------------------------------
     def step_session(self, mt: MicroTurn) -> MicroTurnOutput:
         state = self.sessions.setdefault(mt.session_id, SessionState())
+        state.now_ms = mt.t_ms
         out = MicroTurnOutput(session_id=mt.session_id, index=mt.index)
         if mt.instructions is not None:
             state.instructions = mt.instructions or DEFAULT_INSTRUCTIONS
@@ -152,9 +170,12 @@ class SpeechAgent(PerSessionModel):
 
         self._listen(mt, state, out)
         for typed in mt.texts:
-            self._ask(mt.session_id, state, typed.text)
+            self._ask(mt.session_id, state, typed.text, out)
+        self._take_background_news(mt, state)
         if state.speaking or state.speech:
             self._maybe_yield(state, out)
+        if self._fitting_moment(state, out):
+            self._say(state, state.to_say.popleft())
         self._collect_reply(state)
         if out.action is not Action.STOP:
             self._speak(state, out)
@@ -179,7 +200,12 @@ class SpeechAgent(PerSessionModel):
             out.transcripts.append(Transcript(partial, final=False))
         if out.user_speaking:
             self._drop_speculation(state)
-        elif self.timing.speculate and state.silence_ms == MICRO_TURN_MS and state.partial:
+        elif (
+            self.timing.speculate
+            and state.silence_ms == MICRO_TURN_MS
+            and state.partial
+            and not self._needs_background(state, state.partial)
+        ):
             state.speculative = self._start_reply(state, state.partial)
         if state.silence_ms >= self.timing.endpoint_silence_ms:
             final = self.recognizers.finish(sid).strip()
@@ -195,7 +221,7 @@ class SpeechAgent(PerSessionModel):
                 if speculative is not None:
                     speculative.cancelled.set()
                 if final:
-                    self._ask(sid, state, final)
+                    self._ask(sid, state, final, out)
             if final:
                 out.transcripts.append(Transcript(final, final=True))
 
@@ -211,16 +237,98 @@ class SpeechAgent(PerSessionModel):
             self._cancel_reply(state)
             out.action = Action.STOP
 
-    def _ask(self, session_id: str, state: SessionState, text: str) -> None:
-        """Start generating a reply to ``text`` on the LLM thread (replacing any reply in progress)."""
-        self._cancel_reply(state)
-        state.reply = self._start_reply(state, text)
-        state.history.append({"role": "user", "content": text})
-        log.info("session %s: replying to %r", session_id, text)
+    def _ask(self, session_id: str, state: SessionState, text: str, out: MicroTurnOutput) -> None:
+        """Answer ``text``: cancel background work, hand it to the background model, or reply directly.
 
-    def _start_reply(self, state: SessionState, question: str) -> ReplyJob:
+        Whatever was being said is dropped: the user has moved on.
+        """
+        self._cancel_reply(state)
+        conversation = list(state.history)
+        state.history.append({"role": "user", "content": text})
+        if CANCEL_REQUEST.search(text) and (state.jobs or state.timers):
+            log.info("session %s: cancelling %d background job(s)", session_id, len(state.jobs))
+            out.background_cancels.extend(state.jobs)
+            state.jobs.clear()
+            state.acks.clear()
+            state.timers.clear()
+            state.to_say.clear()
+            self._say(state, CANCELLED_PHRASE)
+        elif self._needs_background(state, text):
+            call_id = uuid.uuid4().hex[:12]
+            state.jobs[call_id] = text
+            out.background_calls.append(BackgroundCall(call_id, text, conversation, state.instructions))
+            log.info("session %s: background job %s for %r", session_id, call_id, text)
+            # Acknowledged unless the answer is back first; the answer is woven in when it comes.
+            state.acks[call_id] = state.now_ms + ACKNOWLEDGE_AFTER_MS
+        else:
+            state.reply = self._start_reply(state, text, conversation)
+            log.info("session %s: replying to %r", session_id, text)
+
+    def _needs_background(self, state: SessionState, text: str) -> bool:
+        """Tool work (arithmetic, time, timers, documents) goes to the background model."""
+        return route(text) is not None or bool(CANCEL_REQUEST.search(text) and (state.jobs or state.timers))
+
+    def _take_background_news(self, mt: MicroTurn, state: SessionState) -> None:
+        for news in mt.background:
+            if news.job_id not in state.jobs:
+                continue  # cancelled meanwhile, or not ours
+            if news.text or news.status in ("done", "failed", "cancelled"):
+                state.acks.pop(news.job_id, None)
+            timer = (news.data or {}).get("timer")
+            if timer is not None:
+                state.timers.append(
+                    (mt.t_ms + round(float(timer["seconds"]) * 1000), str(timer["done_message"]))
+                )
+            if news.status == "failed":
+                state.to_say.append(FAILED_PHRASE)
+            elif news.text:
+                state.to_say.append(news.text)
+            if news.status in ("done", "failed", "cancelled"):
+                del state.jobs[news.job_id]
+        for job_id, at_ms in list(state.acks.items()):
+            if at_ms <= mt.t_ms:
+                del state.acks[job_id]
+                state.to_say.append(ACKNOWLEDGE_PHRASE)
+        due = [message for at_ms, message in state.timers if at_ms <= mt.t_ms]
+        if due:
+            state.timers = [(at_ms, message) for at_ms, message in state.timers if at_ms > mt.t_ms]
+            state.to_say.extendleft(reversed(due))  # a timer's end is said before older news
+
+    def _fitting_moment(self, state: SessionState, out: MicroTurnOutput) -> bool:
+        """Background news is said when the agent is free and the user is not mid-sentence."""
+        return bool(
+            state.to_say
+            and not out.user_speaking
+            and not state.recognizing
+            and state.reply is None
+            and state.speculative is None
+            and not state.speaking
+            and not state.speech
+        )
+
+    def _say(self, state: SessionState, text: str) -> None:
+        """Speak ``text`` as it is (acknowledgements, background results, timers)."""
+        job = ReplyJob(text)
+        state.reply = job
+        self._llm_thread.submit(self._synthesize, job, text)
+
+    def _synthesize(self, job: ReplyJob, text: str) -> None:
+        try:
+            for phrase in split_phrases(text):
+                if job.cancelled.is_set():
+                    return
+                job.phrases.put((phrase, self.tts.synthesize(phrase)))
+        except Exception:
+            log.exception("synthesis failed")
+        finally:
+            job.phrases.put(None)
+
+    def _start_reply(
+        self, state: SessionState, question: str, conversation: list[dict[str, str]] | None = None
+    ) -> ReplyJob:
         """Generate a reply to ``question`` after the conversation so far, on the LLM thread."""
-        context = [*state.history, {"role": "user", "content": question}][-HISTORY_MESSAGES:]
+        before = state.history if conversation is None else conversation
+        context = [*before, {"role": "user", "content": question}][-HISTORY_MESSAGES:]
         job = ReplyJob(question)
         self._llm_thread.submit(
             self._generate, job, [{"role": "system", "content": state.instructions}, *context]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,8 @@ from aiohttp import web
 
 from model.base import InteractionModel
 from model.catalog import create_model
+from service.background_worker import BackgroundConfig, background_handler, create_background_agent
+from service.jobs import JobQueue, open_job_queue, serve_jobs
 from service.metrics import NodeMetrics
 from service.session import Session
 from service.ticker import Ticker
@@ -26,6 +30,7 @@ from service.worker import InProcessWorker, Worker
 log = logging.getLogger(__name__)
 
 MAX_SDP_BYTES = 64 * 1024  # an honest offer is a few KB; refuse anything that could be abuse
+BACKGROUND_STOP_GRACE_S = 5.0  # s an embedded background worker gets to finish its job at shutdown
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
@@ -35,6 +40,9 @@ class NodeConfig:
     max_sessions: int = 8  # sessions this node accepts before answering 503
     retry_after_s: int = 5  # what a 503 tells the client to wait
     web_dir: Path = field(default_factory=lambda: WEB_DIR)
+    redis_url: str | None = None  # the job queue; None: Redis on the default address if up, else in-process
+    background_workers: int = 1  # background workers embedded in this node (0: only external ones)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
 
 class MediaNode:
@@ -47,27 +55,51 @@ class MediaNode:
         self.model_name = model.name
         self.ticker = Ticker(self.worker, self.metrics)
         self.sessions: dict[str, Session] = {}
+        self.jobs: JobQueue | None = None
+        self._background_tasks: list[asyncio.Task[None]] = []
+        self._background_stop = asyncio.Event()
 
     async def start(self) -> None:
+        self.jobs = await open_job_queue(self.config.redis_url)
+        if self.config.background_workers:
+            agent = await asyncio.to_thread(create_background_agent, self.config.background)
+            handler = background_handler(agent)
+            for i in range(self.config.background_workers):
+                consumer = f"{socket.gethostname()}-{os.getpid()}-embedded-{i}"
+                self._background_tasks.append(
+                    asyncio.create_task(serve_jobs(self.jobs, consumer, handler, stop=self._background_stop))
+                )
         await self.worker.start()
         self.ticker.start()
 
     async def stop(self) -> None:
         await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))
         await self.ticker.stop()
+        # Let the embedded workers finish (and acknowledge) the job in hand; past the grace, a job left
+        # pending is reclaimed by another worker when the queue is Redis.
+        self._background_stop.set()
+        if self._background_tasks:
+            _, late = await asyncio.wait(self._background_tasks, timeout=BACKGROUND_STOP_GRACE_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._background_tasks, return_exceptions=True)
         await self.worker.close()
+        if self.jobs is not None:
+            await self.jobs.close()
 
     @property
     def full(self) -> bool:
         return len(self.sessions) >= self.config.max_sessions
 
     async def open_session(self, offer_sdp: str) -> tuple[Session, str]:
+        assert self.jobs is not None, "start() opens the job queue before sessions are accepted"
         session_id = secrets.token_urlsafe(12)
         session = Session(
             session_id,
             epoch=self.ticker.grid_start(time.monotonic()),
             metrics=self.metrics,
             model_name=self.model_name,
+            jobs=self.jobs,
             on_closed=self._session_closed,
         )
         self.sessions[session_id] = session
@@ -171,6 +203,7 @@ async def healthz(request: web.Request) -> web.Response:
             "max_sessions": node.config.max_sessions,
             "model": node.model_name,
             "worker": node.worker.describe(),
+            "jobs": node.jobs.mode if node.jobs is not None else None,
         }
     )
 

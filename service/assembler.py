@@ -47,6 +47,7 @@ from service.microturn import (
     MICRO_TURN_MS,
     SAMPLE_RATE,
     SAMPLES_PER_TURN,
+    BackgroundResult,
     MicroTurn,
     PcmArray,
     TextInput,
@@ -111,6 +112,7 @@ class MicroTurnAssembler:
         # Pending audio: chunk number -> (samples, which of them arrived), media timeline.
         self._chunks: dict[int, tuple[PcmArray, npt.NDArray[np.bool_]]] = {}
         self._texts: dict[int, list[TextInput]] = {}
+        self._background: dict[int, list[BackgroundResult]] = {}
         self._instructions: dict[int, str] = {}
         self._video: dict[int, VideoFrame] = {}
 
@@ -143,6 +145,12 @@ class MicroTurnAssembler:
             return
         t_ms = _ms(arrival)
         self._texts.setdefault(self._window_at(t_ms), []).append(TextInput(t_ms=t_ms, text=text))
+
+    def push_background(self, result: BackgroundResult) -> None:
+        """News of a background job: joins the window it arrived in (or the next uncut one); never dropped."""
+        if self._closed:
+            return
+        self._background.setdefault(self._window_at(result.t_ms), []).append(result)
 
     def set_instructions(self, instructions: str, arrival: float) -> None:
         """New instructions, carried by the window their arrival falls in (or the next uncut one).
@@ -190,6 +198,7 @@ class MicroTurnAssembler:
             lost_samples=lost,
             has_audio_track=self._has_audio_track,
             texts=self._texts.pop(index, []),
+            background=self._background.pop(index, []),
             instructions=self._instructions.pop(index, None),
             video=self._video.pop(index, None),
             closing=closing,
@@ -198,6 +207,7 @@ class MicroTurnAssembler:
             self._closed = True
             self._chunks.clear()
             self._texts.clear()
+            self._background.clear()
             self._instructions.clear()
             self._video.clear()
         return turn

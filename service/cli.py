@@ -1,18 +1,61 @@
-"""``microturn`` command line: ``microturn serve`` runs a media node with the demo page."""
+"""``microturn`` command line.
+
+- ``microturn serve``: a media node with the demo page, its model worker and (by default) an embedded
+  background worker.
+- ``microturn background``: a background worker process taking jobs from Redis.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
+import signal
+import socket
 import sys
+from pathlib import Path
 
 from aiohttp import web
 
 from model.catalog import model_names
 from service.app import NodeConfig, create_app
+from service.background_worker import BackgroundConfig, background_handler, create_background_agent
+from service.jobs import JobQueueUnavailable, open_job_queue, serve_jobs
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+log = logging.getLogger("microturn")
+
+
+def add_background_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL"),
+        help="Redis for the job queue (default $REDIS_URL; unset: Redis on 127.0.0.1:6379 if it answers, "
+        "else an in-process queue)",
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="folder of .md/.txt files the document-search tool reads (default $MICROTURN_DOCS)",
+    )
+    parser.add_argument(
+        "--llm-url",
+        default=os.environ.get("MICROTURN_LLM_URL"),
+        help="OpenAI-compatible API root (e.g. http://127.0.0.1:8000/v1) replacing the embedded SmolLM2",
+    )
+    parser.add_argument("--llm-model", default="default", help="model name sent to --llm-url")
+
+
+def background_config(args: argparse.Namespace) -> BackgroundConfig:
+    return BackgroundConfig(
+        docs_dir=args.docs,
+        llm_url=args.llm_url,
+        llm_model=args.llm_model,
+        llm_api_key=os.environ.get("MICROTURN_LLM_API_KEY"),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +78,43 @@ def build_parser() -> argparse.ArgumentParser:
         default=NodeConfig.max_sessions,
         help=f"sessions accepted before answering 503 (default {NodeConfig.max_sessions})",
     )
+    serve.add_argument(
+        "--background-workers",
+        type=int,
+        default=NodeConfig.background_workers,
+        help="background workers embedded in this node; 0 leaves the jobs to `microturn background` "
+        f"processes (default {NodeConfig.background_workers})",
+    )
+    add_background_options(serve)
+
+    background = commands.add_parser("background", help="run a background worker on the Redis job queue")
+    background.add_argument(
+        "--consumer",
+        default=f"{socket.gethostname()}-{os.getpid()}",
+        help="this worker's name in the consumer group (default host-pid)",
+    )
+    add_background_options(background)
     return parser
+
+
+async def run_background(args: argparse.Namespace) -> int:
+    queue = await open_job_queue(args.redis_url)
+    if queue.mode != "redis":
+        await queue.close()
+        log.error("a separate background worker needs Redis: set --redis-url or $REDIS_URL")
+        return 2
+    handler = background_handler(await asyncio.to_thread(create_background_agent, background_config(args)))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("background worker %s taking jobs", args.consumer)
+    try:
+        await serve_jobs(queue, args.consumer, handler, stop=stop)
+    finally:
+        await queue.close()
+    log.info("background worker %s stopped", args.consumer)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,16 +123,25 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command == "serve":
-        if args.max_sessions < 1:
-            print("microturn: --max-sessions must be at least 1", file=sys.stderr)
+    try:
+        if args.command == "background":
+            return asyncio.run(run_background(args))
+        if args.max_sessions < 1 or args.background_workers < 0:
+            print("microturn: --max-sessions must be >= 1 and --background-workers >= 0", file=sys.stderr)
             return 2
-        config = NodeConfig(model=args.model, max_sessions=args.max_sessions)
-        app = create_app(config)
-        logging.getLogger("microturn").info(
-            "serving model %s on http://%s:%d/", args.model, args.host, args.port
+        config = NodeConfig(
+            model=args.model,
+            max_sessions=args.max_sessions,
+            redis_url=args.redis_url,
+            background_workers=args.background_workers,
+            background=background_config(args),
         )
+        app = create_app(config)
+        log.info("serving model %s on http://%s:%d/", args.model, args.host, args.port)
         web.run_app(app, host=args.host, port=args.port, print=None)
+    except JobQueueUnavailable as exc:
+        print(f"microturn: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,12 +139,18 @@ class AgentClient:
     def events_of(self, kind: str) -> list[dict[str, Any]]:
         return [e for _, e in self.events if e["type"] == kind]
 
-    async def wait_for(self, kind: str, timeout: float, after: float = 0.0) -> tuple[float, dict[str, Any]]:
-        """Wait for the first event of ``kind`` that arrived at or after client time ``after``."""
+    async def wait_for(
+        self,
+        kind: str,
+        timeout: float,
+        after: float = 0.0,
+        match: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> tuple[float, dict[str, Any]]:
+        """Wait for the first event of ``kind`` (satisfying ``match``) that arrived at or after ``after``."""
         deadline = time.monotonic() + timeout
         while True:
             for arrival, event in self.events:
-                if event["type"] == kind and arrival >= after:
+                if event["type"] == kind and arrival >= after and (match is None or match(event)):
                     return arrival, event
             remaining = deadline - time.monotonic()
             if remaining <= 0:

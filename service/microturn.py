@@ -21,6 +21,7 @@ MICRO_TURN_MS = 200
 SAMPLE_RATE = 16000  # 16 kHz mono s16: what the encoders consume and the synthesiser produces
 SAMPLES_PER_TURN = 3200  # 200 ms at 16 kHz
 FRAME_SAMPLES = 320  # 20 ms at 16 kHz: the output track's packetisation
+BACKGROUND_JOB_KIND = "background.answer"  # the job a BackgroundCall becomes on the queue
 
 PcmArray = npt.NDArray[np.int16]
 
@@ -60,6 +61,44 @@ class TextInput:
 
 
 @dataclass
+class BackgroundResult:
+    """News of a background job, delivered in the micro-turn it arrived in."""
+
+    t_ms: int  # session time it arrived at the media node
+    job_id: str
+    status: str  # queued | running | partial | done | failed | cancelled
+    text: str = ""  # the next phrase of the answer, if this update carries one
+    data: dict[str, Any] | None = None  # structured news: {"tool": ...} a tool ran, {"timer": ...} to set
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "t_ms": self.t_ms,
+            "job_id": self.job_id,
+            "status": self.status,
+            "text": self.text,
+            "data": self.data,
+        }
+
+
+@dataclass
+class BackgroundCall:
+    """The model asks the background model to work on something, with the whole conversation."""
+
+    job_id: str  # chosen by the model, so it can recognise the results before the queue answers
+    question: str
+    conversation: list[dict[str, str]]  # [{"role": "user"|"assistant", "content": ...}], oldest first
+    instructions: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "question": self.question,
+            "conversation": self.conversation,
+            "instructions": self.instructions,
+        }
+
+
+@dataclass
 class MicroTurn:
     """What one session perceived during one 200 ms window [t_ms, t_ms + 200)."""
 
@@ -72,6 +111,7 @@ class MicroTurn:
     texts: list[TextInput] = field(default_factory=list)
     instructions: str | None = None  # set in the window a session.update arrived in
     video: VideoFrame | None = None
+    background: list[BackgroundResult] = field(default_factory=list)
     closing: bool = False  # the session ends after this window: release its state
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,6 +125,7 @@ class MicroTurn:
             "texts": [{"t_ms": t.t_ms, "text": t.text} for t in self.texts],
             "instructions": self.instructions,
             "video": self.video.to_dict() if self.video is not None else None,
+            "background": [b.to_dict() for b in self.background],
             "closing": self.closing,
         }
 
@@ -100,6 +141,7 @@ class MicroTurn:
             texts=[TextInput(**t) for t in d["texts"]],
             instructions=d["instructions"],
             video=VideoFrame.from_dict(d["video"]) if d["video"] is not None else None,
+            background=[BackgroundResult(**b) for b in d["background"]],
             closing=d["closing"],
         )
 
@@ -123,6 +165,8 @@ class MicroTurnOutput:
     pcm: PcmArray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))  # [N] int16 16 kHz
     transcripts: list[Transcript] = field(default_factory=list)  # updates of the user's words
     user_speaking: bool = False  # the model heard user speech in this micro-turn
+    background_calls: list[BackgroundCall] = field(default_factory=list)  # jobs to submit
+    background_cancels: list[str] = field(default_factory=list)  # job ids the user no longer wants
     error: str | None = None  # the model failed on this session's micro-turn; the session goes on
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +178,8 @@ class MicroTurnOutput:
             "pcm": _b64(self.pcm.astype("<i2").tobytes()),
             "transcripts": [{"text": t.text, "final": t.final} for t in self.transcripts],
             "user_speaking": self.user_speaking,
+            "background_calls": [c.to_dict() for c in self.background_calls],
+            "background_cancels": self.background_cancels,
             "error": self.error,
         }
 
@@ -147,6 +193,8 @@ class MicroTurnOutput:
             pcm=np.frombuffer(_unb64(d["pcm"]), dtype="<i2").astype(np.int16),
             transcripts=[Transcript(**t) for t in d["transcripts"]],
             user_speaking=d["user_speaking"],
+            background_calls=[BackgroundCall(**c) for c in d["background_calls"]],
+            background_cancels=d["background_cancels"],
             error=d["error"],
         )
 

@@ -22,11 +22,15 @@ from aiortc.mediastreams import MediaStreamError
 from service.assembler import MicroTurnAssembler
 from service.audio import PcmResampler
 from service.events import InputText, ProtocolError, SessionUpdate, parse_client_message, server_event
+from service.jobs import JobQueue, JobStatus
 from service.metrics import NodeMetrics
 from service.microturn import (
+    BACKGROUND_JOB_KIND,
     MICRO_TURN,
     SAMPLE_RATE,
     Action,
+    BackgroundCall,
+    BackgroundResult,
     MicroTurn,
     MicroTurnOutput,
     VideoFrame,
@@ -40,6 +44,7 @@ CONNECT_TIMEOUT = 30.0  # s: a session whose peer never connects is released aft
 MEDIA_TIMEOUT = 15.0  # s: no inbound audio for this long on a connected session means the client vanished
 VIDEO_SAMPLE_INTERVAL = 0.1  # s: keep at most ~10 camera frames per second
 VIDEO_SIZE = (160, 120)  # (width, height) the model sees; enough for motion and colour features
+CLOSE_GRACE = 2.0  # s the session's tasks get to unwind when it closes
 RTP_TIMESTAMP_WRAP = 1 << 32  # RTP timestamps are 32-bit and wrap
 
 
@@ -68,12 +73,14 @@ class Session:
         epoch: float,
         metrics: NodeMetrics,
         model_name: str,
+        jobs: JobQueue,
         on_closed: Callable[[Session, str], None],
     ) -> None:
         self.id = session_id
         self.epoch = epoch  # monotonic time of window 0's start (a tick boundary)
         self.metrics = metrics
         self.model_name = model_name
+        self.jobs = jobs
         self._on_closed = on_closed
         self.pc = RTCPeerConnection()
         self.assembler = MicroTurnAssembler(session_id)
@@ -84,6 +91,9 @@ class Session:
         self._speaking = False
         self._last_audio = time.monotonic()
         self._lost_ms: dict[int, int] = {}
+        # The model names its background calls; the queue names its jobs. Both ways, for this session.
+        self._job_of_call: dict[str, str] = {}
+        self._call_of_job: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- clock ---------------------------------------------------------------------------------------
@@ -112,6 +122,7 @@ class Session:
         pc.addTrack(self.output)
         await pc.setLocalDescription(await pc.createAnswer())
         self._spawn(self._watchdog(), "watchdog")
+        self._spawn(self._follow_jobs(), "jobs")
         return pc.localDescription.sdp
 
     def _on_connection_state(self) -> None:
@@ -230,6 +241,10 @@ class Session:
             self.send_event("transcript.input", text=transcript.text, final=transcript.final)
         if out.error is not None:
             self.send_event("error", code="model_error", message=out.error)
+        for call in out.background_calls:
+            self._spawn(self._submit(call), f"submit-{call.job_id}")
+        for call_id in out.background_cancels:
+            self._spawn(self._cancel(call_id), f"cancel-{call_id}")
         if out.action is Action.STOP:
             self.output.flush()
             if self._speaking:
@@ -256,6 +271,52 @@ class Session:
             self._speaking = False
             self.send_event("response.audio.stopped", reason="done")
 
+    # -- background jobs ---------------------------------------------------------------------------------
+    async def _submit(self, call: BackgroundCall) -> None:
+        payload = {
+            "question": call.question,
+            "conversation": call.conversation,
+            "instructions": call.instructions,
+        }
+        try:
+            job = await self.jobs.submit(self.id, BACKGROUND_JOB_KIND, payload)
+        except Exception as exc:
+            # Redis gone, queue full, payload refused: the model hears "failed" and can apologise.
+            log.warning("session %s: background request failed: %s", self.id, exc)
+            self._background_news(
+                call.job_id, JobStatus.FAILED, f"the background queue refused the job: {exc}"
+            )
+            self.send_event("error", code="background_unavailable", message=str(exc))
+            return
+        self._job_of_call[call.job_id] = job.id
+        self._call_of_job[job.id] = call.job_id
+
+    async def _cancel(self, call_id: str) -> None:
+        job_id = self._job_of_call.get(call_id)
+        if job_id is None:
+            return
+        try:
+            await self.jobs.cancel(job_id)
+        except Exception as exc:
+            log.warning("session %s: cancelling job %s failed: %s", self.id, job_id, exc)
+
+    async def _follow_jobs(self) -> None:
+        async with contextlib.aclosing(self.jobs.updates(self.id)) as updates:
+            async for update in updates:
+                call_id = self._call_of_job.get(update.job_id)
+                if call_id is not None:
+                    self._background_news(call_id, update.status, update.text or "", update.data)
+
+    def _background_news(
+        self, call_id: str, status: str, text: str, data: dict[str, Any] | None = None
+    ) -> None:
+        t_ms = self.now_ms()
+        self.assembler.push_background(BackgroundResult(t_ms, call_id, str(status), text, data))
+        fields: dict[str, Any] = {"job_id": call_id, "status": str(status)}
+        if text:
+            fields["text"] = text
+        self.send_event("background.update", **fields)
+
     # -- lifetime --------------------------------------------------------------------------------------
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=f"session-{self.id}-{name}")
@@ -276,7 +337,12 @@ class Session:
                 task.cancel()
         self.output.stop()
         await self.pc.close()
-        for task in list(self._tasks):
-            if task is not current:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        others = [task for task in self._tasks if task is not current]
+        if others:
+            # Bounded: a task stuck in a library's cancellation (seen with a blocking Redis read) must not
+            # hold up the client's DELETE or the node's shutdown; it is cancelled and left to finish.
+            _, stuck = await asyncio.wait(others, timeout=CLOSE_GRACE)
+            for task in stuck:
+                log.warning(
+                    "session %s: task %s did not stop within %.0f s", self.id, task.get_name(), CLOSE_GRACE
+                )

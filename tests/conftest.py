@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -18,6 +18,14 @@ from model.tts import FliteSynthesizer
 from service.app import NODE, MediaNode, NodeConfig, create_app
 from service.client import AgentClient
 from service.microturn import SAMPLE_RATE, PcmArray
+from tests.redis_server import redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis of the tests' own (see tests/redis_server.py)."""
+    with redis_server() as url:
+        yield url
 
 
 def free_port() -> int:
