@@ -88,7 +88,7 @@ async def test_timer_is_confirmed_then_announced_on_time(
     await client.wait_for("response.text", timeout=30, match=lambda e: "set for" in e["text"])
     finished, _ = await client.wait_for("response.text", timeout=15, match=lambda e: "is done" in e["text"])
     # Said when the timer ends: 3 s after it was set, plus at most a micro-turn or two of stepping.
-    assert 3.0 <= finished - asked <= 4.0, finished - asked
+    assert 3.0 <= finished - asked <= 4.5, finished - asked
 
 
 async def test_never_mind_cancels_a_pending_timer(start_node: NodeFactory, connect, redis_url: str) -> None:
