@@ -242,6 +242,8 @@ class SpeechAgent(PerSessionModel):
 
         Whatever was being said is dropped: the user has moved on.
         """
+        if state.speaking:
+            out.action = Action.STOP  # cut what is already queued for playback, not only what is not
         self._cancel_reply(state)
         conversation = list(state.history)
         state.history.append({"role": "user", "content": text})

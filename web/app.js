@@ -297,6 +297,9 @@ function onServerMessage(data) {
     case 'turn':
       addCell(event);
       break;
+    case 'background.update':
+      showBackgroundStatus(event.status);
+      break;
     case 'error':
       showError(`${event.message} (${event.code})`);
       break;
@@ -369,6 +372,20 @@ function addSystemEntry(text) {
   entry.textContent = `${text} · ${formatSessionTime(sessionTimeNow())}`;
   ui.transcript.append(entry);
   scrollTranscript();
+}
+
+// What the agent handed to the background model, as a quiet line in the transcript; the answer itself
+// arrives as the agent's words when the model decides to say it.
+const BACKGROUND_STATUS_TEXT = {
+  queued: 'Background model is working on it',
+  done: 'Background work done',
+  failed: 'Background work failed',
+  cancelled: 'Background work cancelled',
+};
+
+function showBackgroundStatus(status) {
+  const text = BACKGROUND_STATUS_TEXT[status];
+  if (text) addSystemEntry(text); // running/partial are progress, not news
 }
 
 function scrollTranscript() {
