@@ -10,5 +10,6 @@ echo "==> mypy"
 .venv/bin/mypy
 echo "==> pytest"
 .venv/bin/pytest "$@"
-echo "==> benchmark smoke run (bench.latency --quick: checks that measuring works, not the numbers)"
+echo "==> benchmark smoke runs (--quick: they check that measuring works, not the numbers)"
 .venv/bin/python -m bench.latency --quick
+.venv/bin/python -m bench.background --quick
