@@ -116,6 +116,7 @@ class SessionState:
     to_say: deque[str] = field(default_factory=deque)  # background news waiting for a fitting moment
     timers: list[tuple[int, str]] = field(default_factory=list)  # (due session ms, what to say then)
     now_ms: int = 0  # session time of the micro-turn being stepped
+    news: str | None = None  # background news being said; not lost if cut off before its first word
     acks: dict[str, int] = field(default_factory=dict)  # job id -> session ms to acknowledge it at
 
 
@@ -175,7 +176,8 @@ class SpeechAgent(PerSessionModel):
         if state.speaking or state.speech:
             self._maybe_yield(state, out)
         if self._fitting_moment(state, out):
-            self._say(state, state.to_say.popleft())
+            state.news = state.to_say.popleft()
+            self._say(state, state.news)
         self._collect_reply(state)
         if out.action is not Action.STOP:
             self._speak(state, out)
@@ -338,6 +340,10 @@ class SpeechAgent(PerSessionModel):
         return job
 
     def _cancel_reply(self, state: SessionState) -> None:
+        if state.news is not None and not state.reply_said:
+            # A new question arrived before the news was heard: say it at the next fitting moment.
+            state.to_say.appendleft(state.news)
+        state.news = None
         if state.reply is not None:
             state.reply.cancelled.set()
             state.reply = None
@@ -410,6 +416,7 @@ class SpeechAgent(PerSessionModel):
             if state.speaking and state.reply is None:
                 # Everything said: the utterance is over and joins the conversation.
                 state.speaking = False
+                state.news = None
                 state.history.append({"role": "assistant", "content": " ".join(state.reply_said)})
                 state.reply_said = []
             return

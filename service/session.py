@@ -22,7 +22,7 @@ from aiortc.mediastreams import MediaStreamError
 from service.assembler import MicroTurnAssembler
 from service.audio import PcmResampler
 from service.events import InputText, ProtocolError, SessionUpdate, parse_client_message, server_event
-from service.jobs import JobQueue, JobStatus
+from service.jobs import JobQueue, JobStatus, JobUpdate
 from service.metrics import NodeMetrics
 from service.microturn import (
     BACKGROUND_JOB_KIND,
@@ -94,6 +94,8 @@ class Session:
         # The model names its background calls; the queue names its jobs. Both ways, for this session.
         self._job_of_call: dict[str, str] = {}
         self._call_of_job: dict[str, str] = {}
+        # A fast worker's first updates can arrive before submit() has returned the job's id to us.
+        self._early_updates: dict[str, list[JobUpdate]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- clock ---------------------------------------------------------------------------------------
@@ -290,6 +292,8 @@ class Session:
             return
         self._job_of_call[call.job_id] = job.id
         self._call_of_job[job.id] = call.job_id
+        for update in self._early_updates.pop(job.id, []):
+            self._relay(call.job_id, update)
 
     async def _cancel(self, call_id: str) -> None:
         job_id = self._job_of_call.get(call_id)
@@ -304,8 +308,14 @@ class Session:
         async with contextlib.aclosing(self.jobs.updates(self.id)) as updates:
             async for update in updates:
                 call_id = self._call_of_job.get(update.job_id)
-                if call_id is not None:
-                    self._background_news(call_id, update.status, update.text or "", update.data)
+                if call_id is None:
+                    # Only this session's jobs are on its update stream: the id is about to be known.
+                    self._early_updates.setdefault(update.job_id, []).append(update)
+                else:
+                    self._relay(call_id, update)
+
+    def _relay(self, call_id: str, update: JobUpdate) -> None:
+        self._background_news(call_id, update.status, update.text or "", update.data)
 
     def _background_news(
         self, call_id: str, status: str, text: str, data: dict[str, Any] | None = None
