@@ -23,6 +23,7 @@ from model.catalog import create_model
 from service.background_worker import BackgroundConfig, background_handler, create_background_agent
 from service.jobs import JobQueue, open_job_queue, serve_jobs
 from service.metrics import NodeMetrics
+from service.remote_worker import ModelWorkersUnavailable, RedisWorkerClient
 from service.session import Session
 from service.ticker import Ticker
 from service.worker import InProcessWorker, Worker
@@ -43,16 +44,34 @@ class NodeConfig:
     redis_url: str | None = None  # the job queue; None: Redis on the default address if up, else in-process
     background_workers: int = 1  # background workers embedded in this node (0: only external ones)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    # Where the model steps: "in-process" (on a thread of this node) or "redis" (`microturn worker`
+    # processes reached through the Redis at redis_url, which must then be set).
+    model_workers: str = "in-process"
+
+
+MODEL_WORKER_MODES = ("in-process", "redis")
 
 
 class MediaNode:
     """Owns the sessions, the micro-turn ticker and the worker."""
 
-    def __init__(self, config: NodeConfig, model: InteractionModel) -> None:
+    def __init__(self, config: NodeConfig, model: InteractionModel | None) -> None:
+        """``model`` steps in this process; with ``config.model_workers == "redis"`` there is none here."""
         self.config = config
         self.metrics = NodeMetrics()
-        self.worker: Worker = InProcessWorker(model, self.metrics, config.max_sessions)
-        self.model_name = model.name
+        self.worker: Worker
+        if config.model_workers == "redis":
+            if not config.redis_url:
+                raise ModelWorkersUnavailable("model workers on Redis need --redis-url (or $REDIS_URL)")
+            self.worker = RedisWorkerClient(config.redis_url, self.metrics)
+            self.model_name = config.model  # what the workers are expected to run; /healthz shows theirs
+        elif config.model_workers == "in-process":
+            if model is None:
+                model = create_model(config.model)
+            self.worker = InProcessWorker(model, self.metrics, config.max_sessions)
+            self.model_name = model.name
+        else:
+            raise ValueError(f"model_workers is one of {MODEL_WORKER_MODES}, not {config.model_workers!r}")
         self.ticker = Ticker(self.worker, self.metrics)
         self.sessions: dict[str, Session] = {}
         self.jobs: JobQueue | None = None
@@ -196,13 +215,15 @@ async def patch_session(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     node = request.app[NODE]
+    worker = node.worker.describe()
     return web.json_response(
         {
-            "status": "ok",
+            # Degraded, not down: sessions keep their media, but the model cannot answer (see "worker").
+            "status": "degraded" if worker.get("problem") else "ok",
             "sessions": len(node.sessions),
             "max_sessions": node.config.max_sessions,
             "model": node.model_name,
-            "worker": node.worker.describe(),
+            "worker": worker,
             "jobs": node.jobs.mode if node.jobs is not None else None,
         }
     )
@@ -218,8 +239,6 @@ async def index(request: web.Request) -> web.FileResponse:
 
 def create_app(config: NodeConfig, model: InteractionModel | None = None) -> web.Application:
     """Build the node's app; ``model`` overrides ``config.model`` (embedding, tests)."""
-    if model is None:
-        model = create_model(config.model)
     app = web.Application(client_max_size=MAX_SDP_BYTES + 1024)
     node = MediaNode(config, model)
     app[NODE] = node

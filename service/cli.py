@@ -3,6 +3,7 @@
 - ``microturn serve``: a media node with the demo page, its model worker and (by default) an embedded
   background worker.
 - ``microturn background``: a background worker process taking jobs from Redis.
+- ``microturn worker``: a model worker process stepping the micro-turns of ``--model-workers redis`` nodes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from model.catalog import model_names
-from service.app import NodeConfig, create_app
+from model.catalog import create_model, model_names
+from service.app import MODEL_WORKER_MODES, NodeConfig, create_app
 from service.background_worker import BackgroundConfig, background_handler, create_background_agent
 from service.jobs import JobQueueUnavailable, open_job_queue, serve_jobs
+from service.remote_worker import ModelWorkersUnavailable, serve_model_worker
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -85,8 +87,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="background workers embedded in this node; 0 leaves the jobs to `microturn background` "
         f"processes (default {NodeConfig.background_workers})",
     )
+    serve.add_argument(
+        "--model-workers",
+        default=NodeConfig.model_workers,
+        choices=MODEL_WORKER_MODES,
+        help="in-process: step the model on a thread of this node; redis: send the micro-turns to "
+        f"`microturn worker` processes through --redis-url (default {NodeConfig.model_workers})",
+    )
     add_background_options(serve)
 
+    worker = commands.add_parser("worker", help="run a model worker for --model-workers redis nodes")
+    worker.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL"), help="the nodes' Redis (default $REDIS_URL)"
+    )
+    worker.add_argument(
+        "--model",
+        default=NodeConfig.model,
+        choices=model_names(),
+        help=f"interaction model that steps the micro-turns (default {NodeConfig.model})",
+    )
+    worker.add_argument(
+        "--capacity",
+        type=int,
+        default=NodeConfig.max_sessions,
+        help=f"sessions this worker takes (default {NodeConfig.max_sessions})",
+    )
+    worker.add_argument(
+        "--worker-id",
+        default=f"{socket.gethostname()}-{os.getpid()}",
+        help="this worker's name in Redis (default host-pid)",
+    )
     background = commands.add_parser("background", help="run a background worker on the Redis job queue")
     background.add_argument(
         "--consumer",
@@ -117,6 +147,22 @@ async def run_background(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_model_worker(args: argparse.Namespace) -> int:
+    if not args.redis_url:
+        log.error("a model worker needs Redis: set --redis-url or $REDIS_URL")
+        return 2
+    if args.capacity < 1:
+        log.error("--capacity must be >= 1")
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    model = await asyncio.to_thread(create_model, args.model)
+    await serve_model_worker(args.redis_url, model, args.worker_id, args.capacity, stop=stop)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -126,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "background":
             return asyncio.run(run_background(args))
+        if args.command == "worker":
+            return asyncio.run(run_model_worker(args))
         if args.max_sessions < 1 or args.background_workers < 0:
             print("microturn: --max-sessions must be >= 1 and --background-workers >= 0", file=sys.stderr)
             return 2
@@ -135,11 +183,12 @@ def main(argv: list[str] | None = None) -> int:
             redis_url=args.redis_url,
             background_workers=args.background_workers,
             background=background_config(args),
+            model_workers=args.model_workers,
         )
         app = create_app(config)
         log.info("serving model %s on http://%s:%d/", args.model, args.host, args.port)
         web.run_app(app, host=args.host, port=args.port, print=None)
-    except JobQueueUnavailable as exc:
+    except (JobQueueUnavailable, ModelWorkersUnavailable) as exc:
         print(f"microturn: {exc}", file=sys.stderr)
         return 2
     return 0

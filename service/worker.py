@@ -84,6 +84,10 @@ class InProcessWorker:
         log.debug("stepped %d micro-turns in %.1f ms", len(batch), elapsed * 1000)
         return outputs
 
+    async def release_session(self, session_id: str) -> None:
+        """Release a session that ended without a closing micro-turn (on the model thread, between steps)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.model.close_session, session_id)
+
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.model.close)
         self._executor.shutdown(wait=True)
