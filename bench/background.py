@@ -75,6 +75,7 @@ from service.microturn import (
     Transcript,
 )
 from service.stats import percentiles
+from tests.processes import stop_process
 from tests.redis_server import redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,16 +150,6 @@ def unique(name: str) -> str:
 # Processes started here
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @contextlib.asynccontextmanager
 async def worker_processes(url: str, queue: JobQueue) -> AsyncIterator[Callable[[], Awaitable[None]]]:
     """Yields ``add()``, which starts one more ``microturn background`` process on ``url`` and returns once
@@ -178,7 +169,7 @@ async def worker_processes(url: str, queue: JobQueue) -> AsyncIterator[Callable[
         yield add
     finally:
         for proc in procs.values():
-            stop_process(proc)
+            stop_process(proc, STOP_TIMEOUT_S)
 
 
 async def until_all_answered(queue: JobQueue, procs: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -680,7 +671,7 @@ async def tick_phase(loaded: bool, seconds: float) -> TickResult:
                 # The node may be what failed: hang up anyway, and let its error be the one reported.
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     await client.close()
-            stop_process(proc)
+            stop_process(proc, STOP_TIMEOUT_S)
     return result
 
 

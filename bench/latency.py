@@ -35,6 +35,7 @@ from model.tts import FliteSynthesizer
 from service.client import AgentClient, level_dbfs
 from service.microturn import SAMPLE_RATE, PcmArray
 from service.stats import percentiles
+from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,11 +182,7 @@ async def bench_model(model: str, questions: list[tuple[str, str]], progress: st
         async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as resp:
             result.step_ms = (await resp.json())["worker"]["step_ms"]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, grace=15)
     return result
 
 

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.processes import stop_process
+
 TEST_REDIS_URL_ENV = "MICROTURN_TEST_REDIS_URL"
 STARTUP_TIMEOUT_S = 10.0  # redis-server answers PING within ~50 ms; slow CI machines get slack
 PING_INTERVAL_S = 0.02
@@ -84,9 +86,4 @@ def redis_server(port: int | None = None) -> Iterator[str]:
                 time.sleep(PING_INTERVAL_S)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, STOP_TIMEOUT_S)

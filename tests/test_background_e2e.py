@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.processes import stop_process
 from tests.redis_server import redis_server
 
 from .conftest import NodeFactory, free_port
@@ -33,13 +33,7 @@ def background_worker(redis_url: str) -> Iterator[subprocess.Popen[bytes]]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     yield proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
 
 
 async def metric(url: str, name: str) -> float:

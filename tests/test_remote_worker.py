@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.remote_worker import HEARTBEAT_TTL_S, Keys, ModelWorkersUnavailable
+from tests.processes import stop_process
 from tests.redis_server import redis_server
 
 from .conftest import NodeFactory
@@ -62,13 +63,7 @@ async def model_worker(own_redis: str) -> AsyncIterator[WorkerFactory]:
     yield start
     await r.aclose()
     for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 async def healthz(url: str) -> dict[str, object]:
