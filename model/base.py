@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import ClassVar
 
-from service.microturn import MicroTurn, MicroTurnOutput
+from service.microturn import ConversationContext, MicroTurn, MicroTurnOutput
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +16,10 @@ class InteractionModel(abc.ABC):
     """Steps a batch of micro-turns -- at most one per session -- and decides what each session does.
 
     Per-session state (recogniser, reply being spoken, ...) is keyed by ``session_id``; it is created on a
-    session's first micro-turn and released on a micro-turn with ``closing=True`` or by
-    :meth:`close_session`. ``step`` runs on a worker thread, never on the asyncio event loop, and one call
-    at a time: implementations need no locking of their per-session state.
+    session's first micro-turn (or rebuilt by :meth:`restore_session` when the session comes from another
+    worker) and released on a micro-turn with ``closing=True`` or by :meth:`close_session`. ``step`` runs
+    on a worker thread, never on the asyncio event loop, and one call at a time: implementations need no
+    locking of their per-session state.
     """
 
     name: ClassVar[str]
@@ -34,6 +35,14 @@ class InteractionModel(abc.ABC):
     @abc.abstractmethod
     def close_session(self, session_id: str) -> None:
         """Release everything held for ``session_id``; unknown ids are ignored."""
+
+    def restore_session(self, session_id: str, context: ConversationContext) -> None:  # noqa: B027
+        """Rebuild ``session_id``'s state from the conversation the media node kept, replacing any state
+        held for it: the session was stepped elsewhere meanwhile (its worker died or was too slow), so what
+        this model remembers of it is missing or stale. Called on the model's thread, between steps, right
+        before the session's next micro-turn is stepped; that micro-turn already carries the typed text and
+        background news no model answered (:meth:`ConversationContext.replay`). The default does nothing:
+        the session goes on with whatever state this model has, fresh if none."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release background threads and resources at shutdown."""

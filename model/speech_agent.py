@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -38,6 +39,9 @@ from service.microturn import (
     SAMPLES_PER_TURN,
     Action,
     BackgroundCall,
+    BackgroundResult,
+    ConversationContext,
+    Message,
     MicroTurn,
     MicroTurnOutput,
     PcmArray,
@@ -105,10 +109,11 @@ class SessionState:
     partial: str = ""
     silence_ms: int = 0  # consecutive non-speech since the user last spoke
     overlap_ms: int = 0  # user speech while the agent is speaking
-    history: list[dict[str, str]] = field(default_factory=list)
+    history: list[Message] = field(default_factory=list)
     reply: ReplyJob | None = None  # being generated
     speculative: ReplyJob | None = None  # started on a partial hypothesis; not spoken unless committed
     reply_said: list[str] = field(default_factory=list)  # phrases of the current reply already started
+    said_from_ms: int = 0  # session time the current utterance started at
     speech: deque[tuple[str, PcmArray]] = field(default_factory=deque)  # phrases waiting to be spoken
     current: PcmArray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))  # rest of the phrase
     speaking: bool = False
@@ -125,9 +130,13 @@ class SpeechAgent(PerSessionModel):
 
     name = "speech-agent"
 
-    def __init__(self, timing: AgentTiming, voice: str = "slt") -> None:
+    def __init__(
+        self, timing: AgentTiming, voice: str = "slt", extra_words: Mapping[str, str] | None = None
+    ) -> None:
+        """``extra_words`` teaches the recognisers more words (word -> phones, see model/asr.py)."""
         self.timing = timing
-        self.recognizers = RecognizerPool()
+        self._extra_words = dict(extra_words or {})
+        self.recognizers = RecognizerPool(extra_words=self._extra_words)
         self.tts = FliteSynthesizer(voice)
         self.llm: ChatLLM | None = None
         # Replies are generated off the worker thread: a reply takes seconds, a micro-turn 200 ms.
@@ -137,7 +146,7 @@ class SpeechAgent(PerSessionModel):
     def warmup(self, max_sessions: int) -> None:
         # Every session's recogniser is built now: building one holds the GIL for ~0.3 s, which would
         # stall every session's media if it happened when somebody first speaks.
-        self.recognizers = RecognizerPool(max_spares=max_sessions)
+        self.recognizers = RecognizerPool(max_spares=max_sessions, extra_words=self._extra_words)
         self.recognizers.warmup(max_sessions)
         # One torch thread: with two on these two cores, generation collapses (to ~1-8 tok/s) whenever
         # recognition or WebRTC is busy, which is always during a conversation.
@@ -153,6 +162,27 @@ class SpeechAgent(PerSessionModel):
                 if job is not None:
                     job.cancelled.set()
         self.recognizers.close(session_id)
+
+    def restore_session(self, session_id: str, context: ConversationContext) -> None:
+        """The conversation, instructions, background calls in flight and timers not yet due when the
+        previous worker last answered; what was being heard or said at that moment is gone."""
+        self.close_session(session_id)
+        state = SessionState(
+            instructions=context.instructions or DEFAULT_INSTRUCTIONS,
+            history=[m.copy() for m in context.messages],
+            jobs=dict(context.jobs),
+        )
+        answered_ms = context.answered_until * MICRO_TURN_MS
+        for news in context.background:
+            # Counted from when the news reached the node; the previous worker counted from the micro-turn
+            # that carried it, which is at most one micro-turn apart.
+            timer = _timer(news, news.t_ms)
+            # One due before the last answered micro-turn went to the previous worker's to-say list then.
+            if timer is not None and timer[0] >= answered_ms:
+                state.timers.append(timer)
+        self.sessions[session_id] = state
+        log.info("session %s: restored %d message(s), %d background job(s), %d timer(s)", session_id,
+                 len(state.history), len(state.jobs), len(state.timers))
 
     def close(self) -> None:
         for sid in list(self.sessions):
@@ -216,7 +246,7 @@ class SpeechAgent(PerSessionModel):
             speculative, state.speculative = state.speculative, None
             if speculative is not None and normalize_words(speculative.question) == normalize_words(final):
                 self._cancel_reply(state)
-                state.history.append({"role": "user", "content": final})
+                state.history.append(Message(role="user", content=final, t_ms=state.now_ms))
                 state.reply = speculative
                 log.info("session %s: replying to %r (started one micro-turn early)", sid, final)
             else:
@@ -248,7 +278,7 @@ class SpeechAgent(PerSessionModel):
             out.action = Action.STOP  # cut what is already queued for playback, not only what is not
         self._cancel_reply(state)
         conversation = list(state.history)
-        state.history.append({"role": "user", "content": text})
+        state.history.append(Message(role="user", content=text, t_ms=state.now_ms))
         if CANCEL_REQUEST.search(text) and (state.jobs or state.timers):
             log.info("session %s: cancelling %d background job(s)", session_id, len(state.jobs))
             out.background_cancels.extend(state.jobs)
@@ -258,15 +288,22 @@ class SpeechAgent(PerSessionModel):
             state.to_say.clear()
             self._say(state, CANCELLED_PHRASE)
         elif self._needs_background(state, text):
-            call_id = uuid.uuid4().hex[:12]
-            state.jobs[call_id] = text
-            out.background_calls.append(BackgroundCall(call_id, text, conversation, state.instructions))
-            log.info("session %s: background job %s for %r", session_id, call_id, text)
-            # Acknowledged unless the answer is back first; the answer is woven in when it comes.
-            state.acks[call_id] = state.now_ms + ACKNOWLEDGE_AFTER_MS
+            self._call_background(session_id, state, text, conversation, out)
         else:
             state.reply = self._start_reply(state, text, conversation)
             log.info("session %s: replying to %r", session_id, text)
+
+    @staticmethod
+    def _call_background(
+        session_id: str, state: SessionState, text: str, conversation: list[Message], out: MicroTurnOutput
+    ) -> None:
+        """Hand ``text`` to the background model with the conversation before it."""
+        call_id = uuid.uuid4().hex[:12]
+        state.jobs[call_id] = text
+        out.background_calls.append(BackgroundCall(call_id, text, conversation, state.instructions))
+        log.info("session %s: background job %s for %r", session_id, call_id, text)
+        # Acknowledged unless the answer is back first; the answer is woven in when it comes.
+        state.acks[call_id] = state.now_ms + ACKNOWLEDGE_AFTER_MS
 
     def _needs_background(self, state: SessionState, text: str) -> bool:
         """Tool work (arithmetic, time, timers, documents) goes to the background model."""
@@ -278,11 +315,9 @@ class SpeechAgent(PerSessionModel):
                 continue  # cancelled meanwhile, or not ours
             if news.text or news.status in ("done", "failed", "cancelled"):
                 state.acks.pop(news.job_id, None)
-            timer = (news.data or {}).get("timer")
+            timer = _timer(news, mt.t_ms)
             if timer is not None:
-                state.timers.append(
-                    (mt.t_ms + round(float(timer["seconds"]) * 1000), str(timer["done_message"]))
-                )
+                state.timers.append(timer)
             if news.status == "failed":
                 state.to_say.append(FAILED_PHRASE)
             elif news.text:
@@ -328,11 +363,13 @@ class SpeechAgent(PerSessionModel):
             job.phrases.put(None)
 
     def _start_reply(
-        self, state: SessionState, question: str, conversation: list[dict[str, str]] | None = None
+        self, state: SessionState, question: str, conversation: list[Message] | None = None
     ) -> ReplyJob:
         """Generate a reply to ``question`` after the conversation so far, on the LLM thread."""
         before = state.history if conversation is None else conversation
-        context = [*before, {"role": "user", "content": question}][-HISTORY_MESSAGES:]
+        recent = [*before, Message(role="user", content=question)][-HISTORY_MESSAGES:]
+        # The chat template takes role and content; the session times stay out of the prompt.
+        context = [{"role": m["role"], "content": m["content"]} for m in recent]
         job = ReplyJob(question)
         self._llm_thread.submit(
             self._generate, job, [{"role": "system", "content": state.instructions}, *context]
@@ -347,9 +384,7 @@ class SpeechAgent(PerSessionModel):
         if state.reply is not None:
             state.reply.cancelled.set()
             state.reply = None
-        if state.reply_said:
-            state.history.append({"role": "assistant", "content": " ".join(state.reply_said)})
-            state.reply_said = []
+        self._remember_said(state)
         state.speech.clear()
         state.current = np.zeros(0, dtype=np.int16)
         state.speaking = False
@@ -377,6 +412,15 @@ class SpeechAgent(PerSessionModel):
             log.exception("reply generation failed")
         finally:
             job.phrases.put(None)
+
+    @staticmethod
+    def _remember_said(state: SessionState) -> None:
+        """What the agent said of the utterance ending now joins the conversation."""
+        if state.reply_said:
+            state.history.append(
+                Message(role="assistant", content=" ".join(state.reply_said), t_ms=state.said_from_ms)
+            )
+            state.reply_said = []
 
     def _collect_reply(self, state: SessionState) -> None:
         job = state.reply
@@ -417,13 +461,22 @@ class SpeechAgent(PerSessionModel):
                 # Everything said: the utterance is over and joins the conversation.
                 state.speaking = False
                 state.news = None
-                state.history.append({"role": "assistant", "content": " ".join(state.reply_said)})
-                state.reply_said = []
+                self._remember_said(state)
             return
+        if not state.speaking:
+            state.said_from_ms = state.now_ms
         out.action = Action.CONTINUE if state.speaking else Action.SPEAK
         out.pcm = np.concatenate(chunks)
         out.text = " ".join(texts)
         state.speaking = True
+
+
+def _timer(news: BackgroundResult, heard_ms: int) -> tuple[int, str] | None:
+    """``(due session ms, what to say then)`` of a timer the background model set, heard at ``heard_ms``."""
+    timer = (news.data or {}).get("timer")
+    if timer is None:
+        return None
+    return heard_ms + round(float(timer["seconds"]) * 1000), str(timer["done_message"])
 
 
 class ReactiveAgent(SpeechAgent):

@@ -2,8 +2,10 @@
 
 :class:`Worker` is what the media node talks to. :class:`InProcessWorker` is the embedded default: the
 model lives in this process and steps on one dedicated thread, so the asyncio event loop (signalling,
-WebRTC, pacing of the output track) never waits for ML. A Redis transport can implement the same
-protocol to move the model into a separate GPU process without the media node changing.
+WebRTC, pacing of the output track) never waits for ML. ``service/remote_worker.py`` implements the same
+protocol over Redis, to move the model into separate (GPU) processes without the media node changing; each
+such process steps with an :class:`InProcessWorker` of its own, which also rebuilds sessions moved to it
+(:meth:`InProcessWorker.restore_session`) and releases those moved away.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from model.base import InteractionModel
-from service.metrics import NodeMetrics
-from service.microturn import MicroTurn, MicroTurnOutput
+from service.metrics import StepMetrics
+from service.microturn import ConversationContext, MicroTurn, MicroTurnOutput
 from service.stats import percentiles
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class Worker(Protocol):
 
 
 class InProcessWorker:
-    def __init__(self, model: InteractionModel, metrics: NodeMetrics, max_sessions: int) -> None:
+    def __init__(self, model: InteractionModel, metrics: StepMetrics, max_sessions: int) -> None:
         self.model = model
         self.metrics = metrics
         self.max_sessions = max_sessions
@@ -76,6 +78,7 @@ class InProcessWorker:
         elapsed = time.perf_counter() - t0
         self._steps += 1
         self._recent_ms.append(elapsed * 1000)
+        self.metrics.steps.inc()
         self.metrics.step_seconds.observe(elapsed)
         self.metrics.batch_size.observe(len(batch))
         errors = sum(1 for out in outputs if out.error is not None)
@@ -87,6 +90,22 @@ class InProcessWorker:
     async def release_session(self, session_id: str) -> None:
         """Release a session that ended without a closing micro-turn (on the model thread, between steps)."""
         await asyncio.get_running_loop().run_in_executor(self._executor, self.model.close_session, session_id)
+
+    async def restore_session(self, session_id: str, context: ConversationContext) -> bool:
+        """Rebuild a session that was stepped elsewhere (on the model thread, between steps); ``False`` if
+        the model failed to, in which case the session starts afresh rather than on half-restored state."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._restore_sync, session_id, context
+        )
+
+    def _restore_sync(self, session_id: str, context: ConversationContext) -> bool:
+        try:
+            self.model.restore_session(session_id, context)
+        except Exception:
+            log.exception("model %s failed to restore session %s", self.model.name, session_id)
+            self.model.close_session(session_id)
+            return False
+        return True
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.model.close)

@@ -23,6 +23,8 @@ from service.microturn import (
     TextInput,
     Transcript,
     VideoFrame,
+    pack_batch,
+    unpack_batch,
 )
 from service.session import RtpClock
 
@@ -69,6 +71,29 @@ def test_micro_turn_output_survives_json_round_trip() -> None:
     assert back.action is Action.SPEAK
     assert np.array_equal(back.pcm, out.pcm)
     assert back.transcripts == out.transcripts and back.user_speaking and back.text == "Paris."
+
+
+def test_a_packed_batch_carries_its_audio_as_raw_bytes_and_comes_back_equal() -> None:
+    rng = np.random.default_rng(2)
+    turns = [MicroTurn(session_id=f"s{i}", index=9, t_ms=1800,
+                       pcm=rng.integers(-32768, 32767, SAMPLES_PER_TURN, dtype=np.int16),
+                       texts=[TextInput(t_ms=1810, text="héllo")]) for i in range(3)]
+    outputs = [MicroTurnOutput(session_id="s0", index=9, action=Action.SPEAK, text="Hi.",
+                               pcm=np.arange(-700, 700, dtype=np.int16)),
+               MicroTurnOutput(session_id="s1", index=9)]  # no audio at all
+    header, pcm = pack_batch(turns)
+    assert len(pcm) == 3 * SAMPLES_PER_TURN * 2 and b"pcm" not in header.replace(b"pcm_samples", b"")
+    back = [MicroTurn.from_dict(d, audio) for d, audio in unpack_batch(header, pcm)]
+    assert [(t.session_id, t.texts) for t in back] == [(t.session_id, t.texts) for t in turns]
+    for got, sent in zip(back, turns, strict=True):
+        assert np.array_equal(got.pcm, sent.pcm) and got.pcm.dtype == np.int16
+    back.pop().pcm[0] = 1  # the model may write to what it gets
+    header, pcm = pack_batch(outputs)
+    outs = [MicroTurnOutput.from_dict(d, audio) for d, audio in unpack_batch(header, pcm)]
+    assert [len(o.pcm) for o in outs] == [1400, 0] and np.array_equal(outs[0].pcm, outputs[0].pcm)
+    assert outs[0].action is Action.SPEAK and outs[0].text == "Hi."
+    with pytest.raises(ValueError, match="samples"):
+        unpack_batch(header, pcm[:-2])
 
 
 def test_rtp_clock_unwraps_across_the_32_bit_boundary() -> None:
