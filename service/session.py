@@ -1,8 +1,14 @@
-"""One client's session: its peer connection, inbound media, events channel and the agent's voice.
+"""One client's session: inbound media, events, background jobs and the agent's voice.
 
 The session turns what arrives (audio, video, typed text) into micro-turns through its
 :class:`MicroTurnAssembler`, and applies what the model decided (:class:`MicroTurnOutput`) to its
-:class:`OutputAudioTrack` and its ``events`` data channel. It has no ML.
+:class:`OutputAudioTrack` and its events. It has no ML.
+
+:class:`Session` is that core, the same whatever the client is connected by; a transport subclass brings
+the media in and out: :class:`WebRtcSession` (a browser's peer connection and ``events`` data channel,
+below) or ``service.sip.call.SipSession`` (a phone call's RTP). A transport feeds ``self.assembler``,
+plays ``self.output``, calls :meth:`Session.start` once connected, and may override
+:meth:`Session._deliver_event` (where events go) and :meth:`Session._close_transport`.
 """
 
 from __future__ import annotations
@@ -82,14 +88,12 @@ class Session:
         self.model_name = model_name
         self.jobs = jobs
         self._on_closed = on_closed
-        self.pc = RTCPeerConnection()
         self.assembler = MicroTurnAssembler(session_id)
         self.output = OutputAudioTrack(on_drained=self._on_drained)
-        self.channel: RTCDataChannel | None = None
         self.closed = False
         self.close_reason = ""
         self._speaking = False
-        self._last_audio = time.monotonic()
+        self._hangup = False  # the model ended the session: close once its last words are played
         self._lost_ms: dict[int, int] = {}
         # The model names its background calls; the queue names its jobs. Both ways, for this session.
         self._job_of_call: dict[str, str] = {}
@@ -105,6 +109,187 @@ class Session:
 
     def now_ms(self) -> int:
         return int(self.now() * 1000)
+
+    def start(self) -> None:
+        """The client is connected: start the session's own work (following its background jobs)."""
+        self._spawn(self._follow_jobs(), "jobs")
+
+    # -- events --------------------------------------------------------------------------------------
+    def _on_message(self, raw: str | bytes) -> None:
+        arrival = self.now()
+        try:
+            msg = parse_client_message(raw)
+        except ProtocolError as exc:
+            self.send_event("error", code=exc.code, message=exc.message)
+            return
+        if isinstance(msg, InputText):
+            self.assembler.push_text(msg.text, arrival)
+        elif isinstance(msg, SessionUpdate):
+            self.assembler.set_instructions(msg.instructions, arrival)
+
+    def send_event(self, kind: str, **fields: Any) -> None:
+        self._deliver_event(kind, server_event(kind, self.now_ms(), **fields))
+
+    def _deliver_event(self, kind: str, text: str) -> None:
+        """Hand one server event (JSON ``text``) to the client; the core has nowhere to send it."""
+
+    # -- micro-turns -------------------------------------------------------------------------------------
+    def cut(self, index: int, closing: bool) -> MicroTurn:
+        late_before = self.assembler.late_samples
+        mt = self.assembler.cut(index, closing=closing)
+        self.metrics.lost_samples.inc(mt.lost_samples)
+        self.metrics.late_samples.inc(self.assembler.late_samples - late_before)
+        self._lost_ms[index] = mt.lost_samples * 1000 // SAMPLE_RATE
+        return mt
+
+    def apply(self, out: MicroTurnOutput) -> None:
+        """Carry out what the model decided for one micro-turn."""
+        if self.closed:
+            return
+        for transcript in out.transcripts:
+            self.send_event("transcript.input", text=transcript.text, final=transcript.final)
+        if out.error is not None:
+            self.send_event("error", code="model_error", message=out.error)
+        for call in out.background_calls:
+            self._spawn(self._submit(call), f"submit-{call.job_id}")
+        for call_id in out.background_cancels:
+            self._spawn(self._cancel(call_id), f"cancel-{call_id}")
+        if out.action is Action.STOP:
+            self.output.flush()
+            if self._speaking:
+                self._speaking = False
+                self.send_event("response.audio.stopped", reason="interrupted")
+        elif out.action in (Action.SPEAK, Action.CONTINUE):
+            if not self._speaking:
+                self._speaking = True
+                self.send_event("response.audio.started")
+            if len(out.pcm):
+                self.output.enqueue(out.pcm)
+            if out.text:
+                self.send_event("response.text", text=out.text)
+        self.send_event(
+            "turn",
+            index=out.index,
+            user=out.user_speaking,
+            agent=self.output.playing,
+            lost_ms=self._lost_ms.pop(out.index, 0),
+        )
+        if out.hangup:
+            self._hangup = True
+        if self._hangup and not self.output.playing:
+            self._end_by_agent()
+
+    def _on_drained(self) -> None:
+        if self._speaking:
+            self._speaking = False
+            self.send_event("response.audio.stopped", reason="done")
+        if self._hangup:
+            self._end_by_agent()
+
+    def _end_by_agent(self) -> None:
+        """The model hung up and its last words have been played: end the session."""
+        if self.closed or self.close_reason:
+            return
+        self.close_reason = "agent ended the session"
+        self.send_event("session.ended", reason="agent")
+        self._spawn(self.close(self.close_reason), "close")
+
+    # -- background jobs ---------------------------------------------------------------------------------
+    async def _submit(self, call: BackgroundCall) -> None:
+        payload = {
+            "question": call.question,
+            "conversation": call.conversation,
+            "instructions": call.instructions,
+        }
+        try:
+            job = await self.jobs.submit(self.id, BACKGROUND_JOB_KIND, payload)
+        except Exception as exc:
+            # Redis gone, queue full, payload refused: the model hears "failed" and can apologise.
+            log.warning("session %s: background request failed: %s", self.id, exc)
+            self._background_news(
+                call.job_id, JobStatus.FAILED, f"the background queue refused the job: {exc}"
+            )
+            self.send_event("error", code="background_unavailable", message=str(exc))
+            return
+        self._job_of_call[call.job_id] = job.id
+        self._call_of_job[job.id] = call.job_id
+        for update in self._early_updates.pop(job.id, []):
+            self._relay(call.job_id, update)
+
+    async def _cancel(self, call_id: str) -> None:
+        job_id = self._job_of_call.get(call_id)
+        if job_id is None:
+            return
+        try:
+            await self.jobs.cancel(job_id)
+        except Exception as exc:
+            log.warning("session %s: cancelling job %s failed: %s", self.id, job_id, exc)
+
+    async def _follow_jobs(self) -> None:
+        async with contextlib.aclosing(self.jobs.updates(self.id)) as updates:
+            async for update in updates:
+                call_id = self._call_of_job.get(update.job_id)
+                if call_id is None:
+                    # Only this session's jobs are on its update stream: the id is about to be known.
+                    self._early_updates.setdefault(update.job_id, []).append(update)
+                else:
+                    self._relay(call_id, update)
+
+    def _relay(self, call_id: str, update: JobUpdate) -> None:
+        self._background_news(call_id, update.status, update.text or "", update.data)
+
+    def _background_news(
+        self, call_id: str, status: str, text: str, data: dict[str, Any] | None = None
+    ) -> None:
+        t_ms = self.now_ms()
+        self.assembler.push_background(BackgroundResult(t_ms, call_id, str(status), text, data))
+        fields: dict[str, Any] = {"job_id": call_id, "status": str(status)}
+        if text:
+            fields["text"] = text
+        self.send_event("background.update", **fields)
+
+    # -- lifetime --------------------------------------------------------------------------------------
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"session-{self.id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, reason: str) -> None:
+        """Release everything the session holds; safe to call more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        log.info("session %s closed: %s", self.id, reason)
+        self._on_closed(self, reason)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        self.output.stop()
+        await self._close_transport()
+        others = [task for task in self._tasks if task is not current]
+        if others:
+            # Bounded: a task stuck in a library's cancellation (seen with a blocking Redis read) must not
+            # hold up the client's DELETE or the node's shutdown; it is cancelled and left to finish.
+            _, stuck = await asyncio.wait(others, timeout=CLOSE_GRACE)
+            for task in stuck:
+                log.warning(
+                    "session %s: task %s did not stop within %.0f s", self.id, task.get_name(), CLOSE_GRACE
+                )
+
+    async def _close_transport(self) -> None:
+        """Release the transport's resources (called once, by :meth:`close`)."""
+
+
+class WebRtcSession(Session):
+    """A browser's (or any WebRTC client's) session: one peer connection with an ``events`` data channel."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pc = RTCPeerConnection()
+        self.channel: RTCDataChannel | None = None
+        self._last_audio = time.monotonic()
 
     # -- signalling ----------------------------------------------------------------------------------
     async def negotiate(self, offer_sdp: str) -> str:
@@ -124,7 +309,7 @@ class Session:
         pc.addTrack(self.output)
         await pc.setLocalDescription(await pc.createAnswer())
         self._spawn(self._watchdog(), "watchdog")
-        self._spawn(self._follow_jobs(), "jobs")
+        self.start()
         return pc.localDescription.sdp
 
     def _on_connection_state(self) -> None:
@@ -208,151 +393,11 @@ class Session:
             model=self.model_name,
         )
 
-    def _on_message(self, raw: str | bytes) -> None:
-        arrival = self.now()
-        try:
-            msg = parse_client_message(raw)
-        except ProtocolError as exc:
-            self.send_event("error", code=exc.code, message=exc.message)
-            return
-        if isinstance(msg, InputText):
-            self.assembler.push_text(msg.text, arrival)
-        elif isinstance(msg, SessionUpdate):
-            self.assembler.set_instructions(msg.instructions, arrival)
-
-    def send_event(self, kind: str, **fields: Any) -> None:
+    def _deliver_event(self, kind: str, text: str) -> None:
         channel = self.channel
         if channel is None or channel.readyState != "open":
             return
-        channel.send(server_event(kind, self.now_ms(), **fields))
+        channel.send(text)
 
-    # -- micro-turns -------------------------------------------------------------------------------------
-    def cut(self, index: int, closing: bool) -> MicroTurn:
-        late_before = self.assembler.late_samples
-        mt = self.assembler.cut(index, closing=closing)
-        self.metrics.lost_samples.inc(mt.lost_samples)
-        self.metrics.late_samples.inc(self.assembler.late_samples - late_before)
-        self._lost_ms[index] = mt.lost_samples * 1000 // SAMPLE_RATE
-        return mt
-
-    def apply(self, out: MicroTurnOutput) -> None:
-        """Carry out what the model decided for one micro-turn."""
-        if self.closed:
-            return
-        for transcript in out.transcripts:
-            self.send_event("transcript.input", text=transcript.text, final=transcript.final)
-        if out.error is not None:
-            self.send_event("error", code="model_error", message=out.error)
-        for call in out.background_calls:
-            self._spawn(self._submit(call), f"submit-{call.job_id}")
-        for call_id in out.background_cancels:
-            self._spawn(self._cancel(call_id), f"cancel-{call_id}")
-        if out.action is Action.STOP:
-            self.output.flush()
-            if self._speaking:
-                self._speaking = False
-                self.send_event("response.audio.stopped", reason="interrupted")
-        elif out.action in (Action.SPEAK, Action.CONTINUE):
-            if not self._speaking:
-                self._speaking = True
-                self.send_event("response.audio.started")
-            if len(out.pcm):
-                self.output.enqueue(out.pcm)
-            if out.text:
-                self.send_event("response.text", text=out.text)
-        self.send_event(
-            "turn",
-            index=out.index,
-            user=out.user_speaking,
-            agent=self.output.playing,
-            lost_ms=self._lost_ms.pop(out.index, 0),
-        )
-
-    def _on_drained(self) -> None:
-        if self._speaking:
-            self._speaking = False
-            self.send_event("response.audio.stopped", reason="done")
-
-    # -- background jobs ---------------------------------------------------------------------------------
-    async def _submit(self, call: BackgroundCall) -> None:
-        payload = {
-            "question": call.question,
-            "conversation": call.conversation,
-            "instructions": call.instructions,
-        }
-        try:
-            job = await self.jobs.submit(self.id, BACKGROUND_JOB_KIND, payload)
-        except Exception as exc:
-            # Redis gone, queue full, payload refused: the model hears "failed" and can apologise.
-            log.warning("session %s: background request failed: %s", self.id, exc)
-            self._background_news(
-                call.job_id, JobStatus.FAILED, f"the background queue refused the job: {exc}"
-            )
-            self.send_event("error", code="background_unavailable", message=str(exc))
-            return
-        self._job_of_call[call.job_id] = job.id
-        self._call_of_job[job.id] = call.job_id
-        for update in self._early_updates.pop(job.id, []):
-            self._relay(call.job_id, update)
-
-    async def _cancel(self, call_id: str) -> None:
-        job_id = self._job_of_call.get(call_id)
-        if job_id is None:
-            return
-        try:
-            await self.jobs.cancel(job_id)
-        except Exception as exc:
-            log.warning("session %s: cancelling job %s failed: %s", self.id, job_id, exc)
-
-    async def _follow_jobs(self) -> None:
-        async with contextlib.aclosing(self.jobs.updates(self.id)) as updates:
-            async for update in updates:
-                call_id = self._call_of_job.get(update.job_id)
-                if call_id is None:
-                    # Only this session's jobs are on its update stream: the id is about to be known.
-                    self._early_updates.setdefault(update.job_id, []).append(update)
-                else:
-                    self._relay(call_id, update)
-
-    def _relay(self, call_id: str, update: JobUpdate) -> None:
-        self._background_news(call_id, update.status, update.text or "", update.data)
-
-    def _background_news(
-        self, call_id: str, status: str, text: str, data: dict[str, Any] | None = None
-    ) -> None:
-        t_ms = self.now_ms()
-        self.assembler.push_background(BackgroundResult(t_ms, call_id, str(status), text, data))
-        fields: dict[str, Any] = {"job_id": call_id, "status": str(status)}
-        if text:
-            fields["text"] = text
-        self.send_event("background.update", **fields)
-
-    # -- lifetime --------------------------------------------------------------------------------------
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=f"session-{self.id}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def close(self, reason: str) -> None:
-        """Release everything the session holds; safe to call more than once."""
-        if self.closed:
-            return
-        self.closed = True
-        self.close_reason = reason
-        log.info("session %s closed: %s", self.id, reason)
-        self._on_closed(self, reason)
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
-        self.output.stop()
+    async def _close_transport(self) -> None:
         await self.pc.close()
-        others = [task for task in self._tasks if task is not current]
-        if others:
-            # Bounded: a task stuck in a library's cancellation (seen with a blocking Redis read) must not
-            # hold up the client's DELETE or the node's shutdown; it is cancelled and left to finish.
-            _, stuck = await asyncio.wait(others, timeout=CLOSE_GRACE)
-            for task in stuck:
-                log.warning(
-                    "session %s: task %s did not stop within %.0f s", self.id, task.get_name(), CLOSE_GRACE
-                )
