@@ -14,17 +14,19 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from model.base import InteractionModel
 from model.catalog import create_model
 from service.background_worker import BackgroundConfig, background_handler, create_background_agent
+from service.embedding import Embedding
 from service.jobs import JobQueue, open_job_queue, serve_jobs
 from service.metrics import NodeMetrics
 from service.remote_worker import ModelWorkersUnavailable, RedisWorkerClient
-from service.session import Session
+from service.session import Session, WebRtcSession
+from service.sip.ua import SipConfig, SipUserAgent
 from service.ticker import Ticker
 from service.worker import InProcessWorker, Worker
 
@@ -47,6 +49,13 @@ class NodeConfig:
     # Where the model steps: "in-process" (on a thread of this node) or "redis" (`microturn worker`
     # processes reached through the Redis at redis_url, which must then be set).
     model_workers: str = "in-process"
+    sip: SipConfig | None = None  # the SIP/RTP bridge (docs/sip.md); None: no SIP
+    # Web pages of other origins that may use the signalling routes ("*": any); the node's own always may.
+    allowed_origins: tuple[str, ...] = ()
+    api_key: str | None = None  # set: sessions need it or a session token minted with it (POST /v1/tokens)
+
+
+S = TypeVar("S", bound=Session)
 
 
 MODEL_WORKER_MODES = ("in-process", "redis")
@@ -75,6 +84,7 @@ class MediaNode:
         self.ticker = Ticker(self.worker, self.metrics)
         self.sessions: dict[str, Session] = {}
         self.jobs: JobQueue | None = None
+        self.sip: SipUserAgent | None = None
         self._background_tasks: list[asyncio.Task[None]] = []
         self._background_stop = asyncio.Event()
 
@@ -90,9 +100,16 @@ class MediaNode:
                 )
         await self.worker.start()
         self.ticker.start()
+        if self.config.sip is not None:
+            self.sip = SipUserAgent(self.config.sip, self)
+            await self.sip.start()
 
     async def stop(self) -> None:
+        if self.sip is not None:
+            self.sip.stopping = True  # no new calls while the sessions close (their BYEs still go out)
         await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))
+        if self.sip is not None:
+            await self.sip.stop()
         await self.ticker.stop()
         # Let the embedded workers finish (and acknowledge) the job in hand; past the grace, a job left
         # pending is reclaimed by another worker when the queue is Redis.
@@ -110,27 +127,37 @@ class MediaNode:
     def full(self) -> bool:
         return len(self.sessions) >= self.config.max_sessions
 
-    async def open_session(self, offer_sdp: str) -> tuple[Session, str]:
+    def create_session(self, transport: type[S], **options: Any) -> S:
+        """A new session of a transport class on this node's clock, jobs and metrics; it counts against
+        max_sessions at once, and is ticked from :meth:`admit` on."""
         assert self.jobs is not None, "start() opens the job queue before sessions are accepted"
-        session_id = secrets.token_urlsafe(12)
-        session = Session(
-            session_id,
+        session = transport(
+            secrets.token_urlsafe(12),
             epoch=self.ticker.grid_start(time.monotonic()),
             metrics=self.metrics,
             model_name=self.model_name,
             jobs=self.jobs,
             on_closed=self._session_closed,
+            **options,
         )
-        self.sessions[session_id] = session
+        self.sessions[session.id] = session
         self.metrics.sessions_active.set(len(self.sessions))
+        return session
+
+    def admit(self, session: Session) -> None:
+        """The session's client is connected: tick it."""
+        self.ticker.add(session)
+        self.metrics.sessions_total.inc()
+        log.info("session %s opened (%d/%d)", session.id, len(self.sessions), self.config.max_sessions)
+
+    async def open_session(self, offer_sdp: str) -> tuple[WebRtcSession, str]:
+        session = self.create_session(WebRtcSession)
         try:
             answer = await session.negotiate(offer_sdp)
         except Exception:
             await session.close("negotiation failed")
             raise
-        self.ticker.add(session)
-        self.metrics.sessions_total.inc()
-        log.info("session %s opened (%d/%d)", session_id, len(self.sessions), self.config.max_sessions)
+        self.admit(session)
         return session, answer
 
     def _session_closed(self, session: Session, reason: str) -> None:
@@ -254,6 +281,8 @@ def create_app(config: NodeConfig, model: InteractionModel | None = None) -> web
     app.router.add_patch("/v1/sessions/{session_id}", patch_session)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    # CORS, session tokens and /widget.js (docs/widget.md); before the static route, which would shadow them.
+    Embedding(config.allowed_origins, config.api_key, config.web_dir, node.metrics).install(app)
     app.router.add_get("/", index)
     app.router.add_static("/", config.web_dir)
     return app

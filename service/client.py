@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,11 +68,28 @@ def level_dbfs(pcm: PcmArray) -> float:
     return 20.0 * np.log10(max(rms, 1e-3) / 32768.0)
 
 
+async def decoded_audio(track: MediaStreamTrack) -> AsyncIterator[tuple[float, PcmArray]]:
+    """A received audio track as 16 kHz mono PCM chunks with their arrival times, until it ends."""
+    to_pcm = PcmResampler()
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        arrival = time.monotonic()
+        assert isinstance(frame, av.AudioFrame)
+        for pcm in to_pcm(frame):
+            yield arrival, pcm
+
+
 class AgentClient:
     """One session with a microturn node. Times are ``time.monotonic()`` of this process."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, headers: Mapping[str, str] | None = None) -> None:
+        """``headers`` go with the offer: ``Authorization`` for a node with an API key, ``Origin`` to act
+        as a web page."""
         self.base_url = base_url.rstrip("/")
+        self.headers = dict(headers or {})
         self.pc = RTCPeerConnection()
         self.microphone = OutputAudioTrack()  # paces 20 ms frames of whatever we enqueue, else silence
         self.received = ReceivedAudio()
@@ -95,7 +112,7 @@ class AgentClient:
             http.post(
                 f"{self.base_url}/v1/sessions",
                 data=self.pc.localDescription.sdp,
-                headers={"Content-Type": "application/sdp"},
+                headers={**self.headers, "Content-Type": "application/sdp"},
             ) as resp,
         ):
             body = await resp.text()
@@ -110,16 +127,8 @@ class AgentClient:
             self._tasks.append(asyncio.create_task(self._record(track)))
 
     async def _record(self, track: MediaStreamTrack) -> None:
-        to_pcm = PcmResampler()
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            arrival = time.monotonic()
-            assert isinstance(frame, av.AudioFrame)
-            for pcm in to_pcm(frame):
-                self.received.frames.append((arrival, pcm))
+        async for arrival, pcm in decoded_audio(track):
+            self.received.frames.append((arrival, pcm))
 
     def _on_message(self, raw: str | bytes) -> None:
         self.events.append((time.monotonic(), json.loads(raw)))

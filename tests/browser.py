@@ -1,4 +1,5 @@
-"""Drive a headless Chromium over the Chrome DevTools Protocol (CDP), with aiohttp as the only dependency.
+"""Drive a headless Chromium over the Chrome DevTools Protocol (CDP), with aiohttp as the only dependency;
+and what browser tests need around it: ``microturn serve`` as a process, a fake microphone's speech.
 
 Chromium is started with ``--remote-debugging-port=0`` so that it picks a free port itself and writes it to
 ``DevToolsActivePort`` in its profile directory; we read it from there, find the page target over the
@@ -13,14 +14,23 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+import wave
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
+
+# The browser the tests drive: $MICROTURN_CHROMIUM, else Debian's chromium on PATH (None: tests skip).
+CHROMIUM = os.environ.get("MICROTURN_CHROMIUM") or shutil.which("chromium")
+# What the fake microphone asks in the browser tests: the agent's answer is known ("Paris").
+QUESTION = "what is the capital of france"
 
 # Flags for a quiet, hermetic headless browser: no GPU, no QUIC, no background traffic or updates, no
 # first-run UI, and autoplay allowed so that the agent's audio plays whatever the page was clicked with.
@@ -44,6 +54,92 @@ def fake_microphone_flags(wav: Path) -> list[str]:
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}%noloop",
     ]
+
+
+def query(selector: str) -> str:
+    """JavaScript finding the element ``selector`` names, through shadow roots at each ``>>>``."""
+    expression = "document"
+    for part in selector.split(">>>"):
+        if expression != "document":
+            expression = f"{expression}?.shadowRoot"
+        expression = f"{expression}?.querySelector({json.dumps(part.strip())})"
+    return expression
+
+
+def spoken_wav(text: str, out: Path, before_s: float = 1.5, after_s: float = 4.0) -> Path:
+    """flite saying ``text`` with silence before and after, as mono s16 WAV for the fake microphone.
+
+    The leading silence covers the call setup (the fake microphone starts playing at getUserMedia, before
+    the peer connection is up); the trailing silence lets the recogniser hear that the utterance ended.
+    Chromium resamples the file to the capture rate itself.
+    """
+    speech = out.with_suffix(".speech.wav")
+    subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(speech)], check=True)
+    with wave.open(str(speech)) as w:
+        rate = w.getframerate()
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2), "flite is expected to write mono s16"
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    silence = [np.zeros(int(seconds * rate), np.int16) for seconds in (before_s, after_s)]
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.concatenate([silence[0], pcm, silence[1]]).tobytes())
+    return out
+
+
+def _tail(path: Path, chars: int = 6000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+@contextlib.asynccontextmanager
+async def serve_microturn(
+    workdir: Path,
+    port: int,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 90,
+) -> AsyncIterator[str]:
+    """``microturn serve --port port *args`` (its log in ``workdir/server.log``); yields its base URL once
+    /healthz answers 200 (the model loads and warms up first); always stops it after."""
+    log = workdir / "server.log"
+    executable = Path(sys.executable).with_name("microturn")
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [str(executable), "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, **(env or {})},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(f"microturn serve exited with {proc.returncode}:\n{_tail(log)}")
+                try:
+                    async with http.get(f"{base}/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass  # not listening yet
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"/healthz not ready after {ready_timeout:.0f} s:\n{_tail(log)}")
+                await asyncio.sleep(0.5)
+        yield base
+    finally:
+        await asyncio.to_thread(stop_process_group, proc)
+        # Shown by pytest only when the test failed.
+        print(f"--- server log ({log}) ---\n{_tail(log)}")
+
+
+async def node_sessions(base: str) -> int:
+    """The node's session count, from /healthz."""
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/healthz") as response:
+        return int((await response.json())["sessions"])
 
 
 class CdpError(RuntimeError):
@@ -124,10 +220,13 @@ class Page:
         )
 
     async def click(self, selector: str) -> None:
-        """Click the middle of the element with real mouse events, so the page gets a genuine user gesture."""
+        """Click the middle of the element with real mouse events, so the page gets a genuine user gesture.
+
+        ``selector`` may cross into shadow roots with ``>>>``: ``microturn-agent >>> .call``.
+        """
         box = await self.evaluate(
             f"""(() => {{
-                const el = document.querySelector({json.dumps(selector)});
+                const el = {query(selector)};
                 if (!el) return null;
                 el.scrollIntoView({{block: 'center'}});
                 const r = el.getBoundingClientRect();

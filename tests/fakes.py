@@ -16,10 +16,12 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from service.microturn import FRAME_SAMPLES, SAMPLE_RATE, PcmArray
+from model.base import PerSessionModel
+from service.microturn import FRAME_SAMPLES, SAMPLE_RATE, MicroTurn, MicroTurnOutput, PcmArray
 
 
 @dataclass(frozen=True)
@@ -126,3 +128,15 @@ class LossyTransport:
                 out.append((copy_arrival, seq, 1, Delivery(seq, frame.media_time, frame.pcm, copy_arrival)))
         out.sort(key=lambda item: item[:3])
         return [delivery for *_, delivery in out]
+
+
+class SilentModel(PerSessionModel):
+    """A model that never says anything, for tests that end before a model would matter: nothing to load."""
+
+    name: ClassVar[str] = "silent"
+
+    def step_session(self, mt: MicroTurn) -> MicroTurnOutput:
+        return MicroTurnOutput(session_id=mt.session_id, index=mt.index)
+
+    def close_session(self, session_id: str) -> None:
+        pass
