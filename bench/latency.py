@@ -1,12 +1,14 @@
-"""Mouth-to-ear response latency, worker step time and CPU per session, black box over WebRTC.
+"""Worker step time and CPU per session, and mouth-to-ear response latency, black box over WebRTC.
 
 For each model (the micro-turn policy and the turn-based baseline, in the same run) this starts a real
-``microturn serve`` process, connects aiortc clients through the public signalling endpoint, speaks flite
-questions into them in real time and measures, at the client:
+``microturn serve`` process (bench/suite/server.py), connects aiortc clients through the public signalling
+endpoint and measures:
 
-- response latency: end of the user's speech -> first audible agent audio (median, p95);
 - the worker's step time per tick (the server's /healthz percentiles after the run);
-- server CPU per connected session (from /proc, idle sessions streaming silence, and during the questions).
+- server CPU per connected session (from /proc, idle sessions streaming silence, and during the questions);
+- response latency: the Latency suite's spoken questions without impairment (bench/cases/latency.json),
+  played, recorded and scored by the suite's runner (end of the user's speech -> first audible agent
+  audio at the client). ``microturn bench latency`` measures the same under packet loss and jitter.
 
     .venv/bin/python -m bench.latency            # full set
     .venv/bin/python -m bench.latency --quick    # smoke set (CI)
@@ -18,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,28 +30,16 @@ from typing import Any
 
 import aiohttp
 
-from model.tts import FliteSynthesizer
-from service.client import AgentClient, level_dbfs
-from service.microturn import SAMPLE_RATE, PcmArray
+from bench.suite.cases import CASES_DIR, Case, Network, load_cases
+from bench.suite.runner import analyse, case_audio, run_case
+from bench.suite.scoring import score_latency
+from bench.suite.server import ROOT, serve_model
+from bench.suite.server import free_port as free_port  # re-exported: bench/background.py imports them here
+from bench.suite.server import wait_healthy as wait_healthy
+from service.client import AgentClient
 from service.stats import percentiles
-from tests.processes import stop_process
 
-ROOT = Path(__file__).resolve().parent.parent
-
-QUESTIONS = [
-    ("what is the capital of france", "slt"),
-    ("how many days are in a week", "rms"),
-    ("what color is the sky", "awb"),
-    ("can you tell me a joke", "slt"),
-    ("what is two plus two", "rms"),
-    ("where do penguins live", "awb"),
-    ("what time is it now", "slt"),
-    ("who wrote hamlet", "rms"),
-    ("how far away is the moon", "awb"),
-    ("what do bees make", "slt"),
-]
-ANSWER_TIMEOUT = 20.0  # s: a question not answered within this counts as a miss
-SPEECH_END_DBFS = -40.0  # a 20 ms frame quieter than this after the last word is trailing silence
+QUICK_QUESTIONS = 3
 CPU_WINDOW = 10.0  # s of steady state over which server CPU is measured
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -71,41 +58,9 @@ class ModelResult:
         return {"latency_ms": percentiles(self.latencies_ms), **asdict(self)}
 
 
-def speech_end(pcm: PcmArray) -> float:
-    """Seconds from the start of ``pcm`` to the end of its last audible 20 ms frame."""
-    frame = SAMPLE_RATE // 50
-    last = 0
-    for start in range(0, len(pcm) - frame + 1, frame):
-        if level_dbfs(pcm[start : start + frame]) > SPEECH_END_DBFS:
-            last = start + frame
-    return last / SAMPLE_RATE
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                async with http.get(f"{url}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.5)
-    raise TimeoutError(f"server at {url} not healthy within {timeout} s")
 
 
 async def measure_cpu(pid: int, seconds: float) -> float:
@@ -114,75 +69,37 @@ async def measure_cpu(pid: int, seconds: float) -> float:
     return (cpu_seconds(pid) - before) / (time.monotonic() - t0)
 
 
-async def ask(client: AgentClient, pcm: PcmArray) -> float | None:
-    """Speak one question; return ms from the end of speech to the first audible answer, or None."""
-    sent_at = time.monotonic()
-    client.say(pcm)
-    end_of_speech = sent_at + speech_end(pcm)
-    deadline = end_of_speech + ANSWER_TIMEOUT
-    while time.monotonic() < deadline:
-        first = client.received.first_audible(after=end_of_speech)
-        if first is not None:
-            # Let the answer finish so the next question starts from silence.
-            with contextlib.suppress(TimeoutError):
-                await client.wait_for("response.audio.stopped", timeout=30, after=first)
-            await asyncio.sleep(1.0)
-            return (first - end_of_speech) * 1000
-        await asyncio.sleep(0.05)
-    return None
-
-
-async def bench_model(model: str, questions: list[tuple[str, str]], progress: str) -> ModelResult:
+async def bench_model(model: str, questions: list[Case], progress: str) -> ModelResult:
     result = ModelResult(model=model)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            str(ROOT / ".venv/bin/microturn"),
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--port",
-            str(port),
-            "--model",
-            model,
-        ],
-        cwd=ROOT,
-    )
-    try:
-        await wait_healthy(url, proc)
-        result.cpu_idle_node = await measure_cpu(proc.pid, CPU_WINDOW / 2)
+    async with serve_model(model) as server:
+        url, pid = server.url, server.proc.pid
+        result.cpu_idle_node = await measure_cpu(pid, CPU_WINDOW / 2)
 
         idle = [AgentClient(url) for _ in range(2)]
         for client in idle:
             await client.connect()
-        result.cpu_per_idle_session = (await measure_cpu(proc.pid, CPU_WINDOW) - result.cpu_idle_node) / len(
-            idle
-        )
+        result.cpu_per_idle_session = (await measure_cpu(pid, CPU_WINDOW) - result.cpu_idle_node) / len(idle)
         for client in idle:
             await client.close()
 
-        client = AgentClient(url)
-        await client.connect()
-        await client.wait_for("session.started", timeout=10)
-        voices: dict[str, FliteSynthesizer] = {}
-        cpu_before, t0 = cpu_seconds(proc.pid), time.monotonic()
-        for i, (text, voice) in enumerate(questions, 1):
-            synth = voices.setdefault(voice, FliteSynthesizer(voice))
-            latency = await ask(client, synth.synthesize(text))
-            shown = "missed" if latency is None else f"{latency:.0f} ms"
-            print(f"  {progress} {model}: [{i}/{len(questions)}] {text!r} ({voice}) -> {shown}", flush=True)
-            if latency is None:
-                result.misses += 1
-            else:
+        cpu_before, t0 = cpu_seconds(pid), time.monotonic()
+        for i, case in enumerate(questions, 1):
+            recording = await run_case(url, case, Network(), await asyncio.to_thread(case_audio, case))
+            latency = score_latency(case, analyse(recording, transcriber=None)).metrics["latency_ms"]
+            voice = case.segments[0].voice
+            shown = f"{latency:.0f} ms" if isinstance(latency, float) else "missed"
+            print(
+                f"  {progress} {model}: [{i}/{len(questions)}] {case.summary!r} ({voice}) -> {shown}",
+                flush=True,
+            )
+            if isinstance(latency, float):
                 result.latencies_ms.append(latency)
-        result.cpu_talking_session = (cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - t0)
-        await client.close()
+            else:
+                result.misses += 1
+        result.cpu_talking_session = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - t0)
 
         async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as resp:
             result.step_ms = (await resp.json())["worker"]["step_ms"]
-    finally:
-        stop_process(proc, grace=15)
     return result
 
 
@@ -213,7 +130,8 @@ async def main() -> int:
     parser.add_argument("--models", default="reactive,turn-based", help="comma-separated --model names")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    questions = QUESTIONS[:3] if args.quick else QUESTIONS
+    clean = [c for c in load_cases(CASES_DIR / "latency.json") if not (c.network and c.network.impaired)]
+    questions = clean[:QUICK_QUESTIONS] if args.quick else clean
     models = args.models.split(",")
     results = []
     for i, model in enumerate(models, 1):

@@ -1,0 +1,1 @@
+"""Benchmarks: black box over WebRTC (see docs/benchmarks.md)."""
