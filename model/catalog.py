@@ -21,9 +21,16 @@ def _turn_based() -> InteractionModel:
     return TurnBasedAgent()
 
 
+def _microturn() -> InteractionModel:
+    from model.microturn_agent import MicroturnAgent
+
+    return MicroturnAgent()
+
+
 _MODELS: dict[str, ModelFactory] = {
     "reactive": _reactive,  # micro-turn policy: answers at short pauses, yields within one micro-turn
     "turn-based": _turn_based,  # the baseline harness: endpointing -> recognise -> reply -> speak
+    "microturn": _microturn,  # the trained interaction model (model/interaction.py) on live encoders
 }
 
 

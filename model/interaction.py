@@ -1,0 +1,895 @@
+"""The trained interaction model: a small causal transformer that lives in 200 ms micro-turns.
+
+Every micro-turn is a short run of tokens (the contract is :mod:`model.ticks`)::
+
+    <tick> [<user>] [<agent>] word ... <act> ACTION [word ... <end>]
+
+The network reads the input part and writes the output part -- the action, and for ``<say>`` the words --
+and what it wrote is fed back, so that it knows what it said and when (the rhythm of "every four seconds
+say breathe" is in its own past output). Three choices make it fit a 200 ms loop:
+
+- **Positions are time.** Rotary positions are the *micro-turn index*, shared by every token of a tick,
+  so the attention score between two tokens depends on how many micro-turns lie between them, not on how
+  many words. Order inside a tick comes from a learned embedding of the token's offset within its tick.
+- **Bounded memory.** A token attends to the last ``window`` tokens plus *pinned* tokens: typed text,
+  the opening words of a spoken utterance that contains an instruction word (``say``, ``every`` ...),
+  background result markers and the model's own ``<stop>/<answer>/<ask>/<news>`` decisions, the newest
+  ``pin_budget`` of them. The rule is the same in training (an attention mask) and in streaming (the KV
+  cache keeps exactly what the mask can reach), so a 30-minute session steps at a constant cost and
+  streaming reproduces the training-time computation exactly.
+- **Copy through hash buckets.** Words outside the known vocabulary share ``n_buckets`` hash buckets.
+  Input and output embeddings are tied, so repeating a word the user said is "attend to it and emit the
+  same id"; the session remembers which word it last heard in each bucket, and that is the word said.
+
+Runtime API: :class:`TickModel` (``load``, ``new_session``, ``step``), one :class:`SessionStream` per
+session. Training lives in :mod:`model.train`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.ticks import (
+    ACT,
+    AGENT,
+    END,
+    MAX_SAY_WORDS,
+    RESULT,
+    RESULT_END,
+    SPECIAL_TOKENS,
+    TICK,
+    TYPED,
+    TYPED_END,
+    USER,
+    Act,
+    Scenario,
+    TickInput,
+    TickOutput,
+)
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "microturn.pt"
+CHECKPOINT_FORMAT = 1  # bump when the layout of the saved dict changes
+
+PAD = "<pad>"  # fills ragged batches; never attended to by a real token, never a target
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+# Number words as the recogniser spells them ("twenty one" is two words): counts, countdowns, durations.
+NUMBER_WORDS = _words(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred"
+)
+
+# Frequent English words: known ids for them spare hash buckets for the open-class words worth copying.
+COMMON_WORDS = _words(
+    "a about after again all also always am an and any are as ask at away back be because been before "
+    "begin being between both but by call can come could count day did do does done down each else end "
+    "enough every first for from get give go going good got had has have he hear hello her here hey hi "
+    "him his how i if in into is it its just keep know last later let like listen long look make me "
+    "mention mine minute minutes more most much must my need never new next no not now number of off "
+    "ok okay on once one only or other our out over please quiet remind repeat right said same say "
+    "second seconds see she should show so some soon speak start stay still stop sure talk tell than "
+    "thank thanks that the their them then there these they thing think this those time times to too "
+    "until up us wait want was we well were what when whenever where which while who why will with word "
+    "words would yes yet you your"
+)
+
+# Words that make an utterance an instruction worth keeping beyond the window ("every four seconds say
+# breathe until I say stop", "in ten seconds tell me ...", "whenever I mention a colour ..."). Chosen from
+# how people phrase timed and cued requests, not from any one template set, and leaving out words as
+# frequent in chatter as in requests ("when", "time"); stored in the checkpoint.
+PIN_WORDS = _words("say tell remind count every whenever until stop repeat translate mention seconds minutes")
+
+# Tokens a session's cache holds beyond window + pin budget before unreachable ones are dropped: ~20
+# quiet micro-turns between compactions.
+CACHE_SLACK = 64
+
+# Decisions worth remembering beyond the window: whether news was already said, a question asked ...
+PINNED_ACTS = frozenset({Act.STOP.value, Act.ANSWER.value, Act.ASK.value, Act.NEWS.value})
+
+FAR_GIDX = 1 << 40  # gidx of padding: far before (-) or after (+) every real token, so masks drop it
+
+
+@dataclass
+class InteractionConfig:
+    """Shape of the network and of its memory; saved inside every checkpoint."""
+
+    n_buckets: int = 4096  # hash buckets for words outside the known list (the copy slots)
+    d_model: int = 128  # width of the residual stream
+    n_layers: int = 4  # transformer blocks
+    n_heads: int = 4  # attention heads; d_model / n_heads is the rotary head size (must be even)
+    d_ff: int = 512  # hidden width of each block's MLP
+    window: int = 384  # tokens every token attends to (~100 micro-turns, ~20 s at ~4 tokens a tick)
+    pin_budget: int = 192  # pinned tokens kept beyond the window, newest first (instructions, typed text)
+    max_offset: int = 48  # tokens: later offsets within one tick share the last offset embedding
+    rope_base: float = 10_000.0  # rotary base; period of the slowest pair ~ 2 pi * base micro-turns
+    dropout: float = 0.0  # synthetic data is unlimited: regularise with more data, not dropout
+    crop: int = 768  # tokens per training sequence (plus the pinned tokens from before it)
+    utterance_gap: int = 8  # micro-turns (1.6 s) without a recognised word end a spoken utterance
+    # Tokens of an utterance that can be pinned, from its start: an instruction is short, and a long
+    # monologue that happens to contain "say" must not push the instructions out of the pin budget.
+    pin_utterance_tokens: int = 32
+    pin_words: tuple[str, ...] = tuple(PIN_WORDS)  # words that pin their utterance
+    seed: int = 0  # training seed
+    data_version: str = ""  # model.scenarios.DATA_VERSION the weights were trained on
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads or self.head_dim % 2:
+            raise ValueError(f"d_model {self.d_model} / n_heads {self.n_heads} must be an even integer")
+        self.pin_words = tuple(self.pin_words)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InteractionConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def preset(name: str, **overrides: Any) -> InteractionConfig:
+    """Named shapes: ``tiny`` (tests, seconds), ``small`` (2 CPU cores, <= 60 min), ``gpu`` (bigger)."""
+    presets = {
+        "tiny": InteractionConfig(
+            n_buckets=256, d_model=64, n_layers=2, n_heads=2, d_ff=256, window=64, pin_budget=32, crop=256
+        ),
+        "small": InteractionConfig(),
+        "gpu": InteractionConfig(  # ~12 M parameters: still <= 25 MB in fp16
+            n_buckets=6144,
+            d_model=320,
+            n_layers=8,
+            n_heads=5,
+            d_ff=1280,
+            window=1024,
+            pin_budget=256,
+            crop=2048,
+        ),
+    }
+    if name not in presets:
+        raise ValueError(f"unknown config {name!r}; choose one of: {', '.join(presets)}")
+    return replace(presets[name], **overrides)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Vocabulary
+
+
+def word_bucket(word: str, n_buckets: int) -> int:
+    """Stable bucket of a word: the same in every process (Python's ``hash`` is salted per process)."""
+    digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % n_buckets
+
+
+class Vocab:
+    """``<pad>``, the special tokens of :mod:`model.ticks`, known words, then ``n_buckets`` hash buckets."""
+
+    def __init__(self, known_words: Iterable[str], n_buckets: int) -> None:
+        specials = [PAD, *SPECIAL_TOKENS]
+        special_set = set(specials)
+        words = sorted({w.lower() for w in known_words} - special_set)
+        self.tokens: list[str] = [*specials, *words]  # id -> token, buckets excluded
+        self.ids: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
+        self.n_special = len(specials)
+        self.n_buckets = n_buckets
+        self.bucket_base = len(self.tokens)  # first bucket id
+        self.size = self.bucket_base + n_buckets
+        self.pad_id = self.ids[PAD]
+        self.end_id = self.ids[END]
+        self.act_ids: dict[Act, int] = {a: self.ids[a.value] for a in Act}
+
+    @classmethod
+    def build(cls, template_words: Iterable[str], n_buckets: int) -> Vocab:
+        """The known words: the scenario templates' closed-class words, number words, common words."""
+        return cls([*template_words, *NUMBER_WORDS, *COMMON_WORDS], n_buckets)
+
+    @property
+    def known_words(self) -> list[str]:
+        return self.tokens[self.n_special :]
+
+    def encode(self, token: str) -> int:
+        """Id of a token: special or known word as is, any other word through its hash bucket."""
+        found = self.ids.get(token)
+        if found is not None:
+            return found
+        lower = token.lower()
+        found = self.ids.get(lower)
+        if found is not None:
+            return found
+        return self.bucket_base + word_bucket(lower, self.n_buckets)
+
+    def is_bucket(self, token_id: int) -> bool:
+        return token_id >= self.bucket_base
+
+    def is_word(self, token_id: int) -> bool:
+        return token_id >= self.n_special
+
+    def word_mask(self) -> Tensor:
+        """[V] bool: known words (buckets are allowed per session, once a word was heard in them)."""
+        mask = torch.zeros(self.size, dtype=torch.bool)
+        mask[self.n_special : self.bucket_base] = True
+        return mask
+
+    def act_mask(self) -> Tensor:
+        mask = torch.zeros(self.size, dtype=torch.bool)
+        mask[list(self.act_ids.values())] = True
+        return mask
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tokens of a session, in order: ids, times, and which tokens outlive the window
+
+
+class Pinner:
+    """Decides which tokens stay visible after they leave the sliding window.
+
+    Causal by construction: a token is pinned at the latest while it is still inside the window of the
+    token that decides it (an instruction word pins the earlier words of its utterance only as far back as
+    ``window``). So at any moment, every token that has left the window has its final pin flag, and the
+    training mask (which sees all flags at once) and the streaming cache (which sees them as they come)
+    keep exactly the same tokens.
+    """
+
+    def __init__(self, window: int, utterance_gap: int, pin_words: Iterable[str], max_tokens: int) -> None:
+        self.window = window
+        self.utterance_gap = utterance_gap
+        self.pin_words = frozenset(pin_words)
+        self.max_tokens = max_tokens  # tokens from an utterance's start that can be pinned
+        self._region = ""  # TYPED or RESULT while inside one, else ""
+        self._region_len = 0  # tokens inside it so far
+        self._in_output = False
+        self._utterance: list[int] = []  # gidx of the current utterance's word (and annotation) tokens
+        self._utterance_len = 0  # its length so far, in tokens
+        self._utterance_pinned = False
+        self._last_word_tick = -(1 << 30)
+
+    def push(self, token: str, gidx: int, tick: int) -> list[int]:
+        """Take the next token of the stream; return the gidx of tokens to pin now (this one, or earlier)."""
+        if token == TICK:
+            self._in_output = False
+            self._region = ""  # a typed text or result never spans micro-turns, even if left unclosed
+            return []
+        if token == ACT:
+            self._in_output = True
+            return []
+        if self._in_output:
+            return [gidx] if token in PINNED_ACTS else []
+        if token in (TYPED, RESULT):
+            self._region, self._region_len = token, 0
+            return [gidx]
+        if token in (TYPED_END, RESULT_END):
+            self._region = ""
+            return [gidx]
+        if self._region == TYPED:
+            # Typed text is nearly always an instruction or a question: keep it, up to the same length
+            # as a spoken one, so that a pasted paragraph cannot push every instruction out.
+            self._region_len += 1
+            return [gidx] if self._region_len <= self.max_tokens else []
+        if self._region == RESULT or token in (USER, AGENT):
+            return []  # a result's content is the runtime's to say; its markers are pinned above
+        # A recognised word or its annotation.
+        if tick - self._last_word_tick > self.utterance_gap:
+            self._utterance, self._utterance_len, self._utterance_pinned = [], 0, False
+        self._last_word_tick = tick
+        self._utterance_len += 1
+        if self._utterance_len > self.max_tokens:
+            return []  # the tail of a long utterance: chatter, not the instruction
+        self._utterance = [g for g in self._utterance if gidx - g < self.window]
+        self._utterance.append(gidx)
+        if self._utterance_pinned:
+            return [gidx]
+        if token in self.pin_words:
+            self._utterance_pinned = True
+            return list(self._utterance)
+        return []
+
+
+@dataclass(slots=True)
+class Token:
+    """One token of a session's stream."""
+
+    id: int
+    pos: int  # micro-turn index: the rotary position
+    offset: int  # index within its micro-turn
+    gidx: int  # index in the session's whole token stream
+    output: bool  # written by the model (after <act>), so a training target
+    pinned: bool = False
+
+
+class TokenStream:
+    """Turns a session's token strings into :class:`Token` s: the one tokenizer of training and runtime."""
+
+    def __init__(self, vocab: Vocab, cfg: InteractionConfig) -> None:
+        self.vocab = vocab
+        self.pinner = Pinner(cfg.window, cfg.utterance_gap, cfg.pin_words, cfg.pin_utterance_tokens)
+        self.tick = -1  # index of the current micro-turn; the first <tick> makes it 0
+        self.offset = 0
+        self.next_gidx = 0
+        self.in_output = False
+        self.bucket_words: dict[int, str] = {}  # bucket id -> the most recent input word hashed there
+
+    def push(self, token: str) -> tuple[Token, list[int]]:
+        """Next token; also returns the gidx of tokens the pinner pins now (may include this one)."""
+        if token == TICK:
+            self.tick += 1
+            self.offset = 0
+            self.in_output = False
+        elif self.tick < 0:
+            raise ValueError(f"a session's stream starts with {TICK}, got {token!r}")
+        token_id = self.vocab.encode(token)
+        if not self.in_output and self.vocab.is_bucket(token_id):
+            self.bucket_words[token_id] = token.lower()
+        tok = Token(token_id, self.tick, self.offset, self.next_gidx, self.in_output)
+        if token == ACT:
+            self.in_output = True  # what follows <act> is the model's own
+        pins = self.pinner.push(token, tok.gidx, self.tick)
+        if tok.gidx in pins:
+            tok.pinned = True
+        self.offset += 1
+        self.next_gidx += 1
+        return tok, pins
+
+    def word(self, token_id: int) -> str | None:
+        """The word an output id stands for in this session (None: a bucket no input word fell into)."""
+        if self.vocab.is_bucket(token_id):
+            return self.bucket_words.get(token_id)
+        return self.vocab.tokens[token_id]
+
+
+def tick_tokens(tick_input: TickInput, output: TickOutput | None = None) -> list[str]:
+    return [*tick_input.to_tokens(), *(output.to_tokens() if output is not None else ())]
+
+
+@dataclass
+class EncodedScenario:
+    """A whole scenario as arrays over its token stream (index = gidx)."""
+
+    ids: npt.NDArray[np.int64]
+    pos: npt.NDArray[np.int64]
+    offset: npt.NDArray[np.int64]
+    pinned: npt.NDArray[np.bool_]
+    output: npt.NDArray[np.bool_]  # token written by the model: predicting it is a training target
+    tick_starts: npt.NDArray[np.int64]  # gidx of each micro-turn's <tick>
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def encode_scenario(scenario: Scenario, vocab: Vocab, cfg: InteractionConfig) -> EncodedScenario:
+    stream = TokenStream(vocab, cfg)
+    toks: list[Token] = []
+    starts: list[int] = []
+    for tick in scenario:
+        starts.append(stream.next_gidx)
+        for s in tick_tokens(tick.input, tick.output):
+            tok, pins = stream.push(s)
+            toks.append(tok)
+            for g in pins:
+                toks[g].pinned = True
+
+    def arr(values: list[int]) -> npt.NDArray[np.int64]:
+        return np.asarray(values, dtype=np.int64)
+
+    return EncodedScenario(
+        ids=arr([t.id for t in toks]),
+        pos=arr([t.pos for t in toks]),
+        offset=arr([t.offset for t in toks]),
+        pinned=np.asarray([t.pinned for t in toks], dtype=np.bool_),
+        output=np.asarray([t.output for t in toks], dtype=np.bool_),
+        tick_starts=arr(starts),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The network
+
+
+def attention_mask(q_gidx: Tensor, k_gidx: Tensor, k_pinned: Tensor, window: int, pin_budget: int) -> Tensor:
+    """Who may attend to whom: causal, the last ``window`` tokens, and the newest ``pin_budget`` pinned
+    tokens older than that.
+
+    q_gidx [B, Tq], k_gidx [B, Tk] (ascending in each row; padding at -/+FAR_GIDX), k_pinned [B, Tk] bool
+    -> [B, 1, Tq, Tk] bool, True where query may attend key. Pure function of stream indices, so the
+    training forward and the streaming cache compute the same thing.
+    """
+    q = q_gidx[:, :, None]  # [B, Tq, 1]
+    k = k_gidx[:, None, :]  # [B, 1, Tk]
+    causal = k <= q
+    near = (q - k) < window
+    pins = k_pinned.long().cumsum(-1)  # [B, Tk] pinned keys at or before each key
+    edge = torch.searchsorted(k_gidx, q_gidx - window, right=True)  # [B, Tq] keys with gidx <= q - window
+    pins0 = F.pad(pins, (1, 0))  # [B, Tk + 1], pins0[:, n] = pinned among the first n keys
+    pins_to_edge = pins0.gather(-1, edge)  # [B, Tq] pinned keys outside the query's window
+    newer = pins_to_edge[:, :, None] - pins[:, None, :]  # [B, Tq, Tk] pinned keys in (k, q - window]
+    far = k_pinned[:, None, :] & ~near & (newer < pin_budget)
+    return (causal & (near | far)).unsqueeze(1)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding over micro-turn indices (angles in float64: sessions reach ~10^4 ticks)."""
+
+    inv_freq: Tensor
+
+    def __init__(self, head_dim: int, base: float) -> None:
+        super().__init__()
+        inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+        self.register_buffer("inv_freq", inv, persistent=False)  # [hd / 2]
+
+    def forward(self, pos: Tensor) -> tuple[Tensor, Tensor]:
+        angles = pos.to(torch.float64)[..., None] * self.inv_freq  # [B, T, hd / 2]
+        return angles.cos().float()[:, None], angles.sin().float()[:, None]  # [B, 1, T, hd / 2] each
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x [B, H, T, hd] rotated pairwise (first half with second half) by the token's angles."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+KV = tuple[Tensor, Tensor]  # keys (already rotated), values: [B, H, S, hd] each
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: InteractionConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, past: KV | None
+    ) -> tuple[Tensor, KV]:
+        b, t, d = x.shape  # [B, T, D]
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).unbind(2)  # [B, T, H, hd] each
+        q = rotate(q.transpose(1, 2), cos, sin)  # [B, H, T, hd]
+        k = rotate(k.transpose(1, 2), cos, sin)
+        v = v.transpose(1, 2)
+        k_all = k if past is None else torch.cat([past[0], k], dim=2)  # [B, H, S + T, hd]
+        v_all = v if past is None else torch.cat([past[1], v], dim=2)
+        drop = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, dropout_p=drop)  # [B, H, T, hd]
+        return self.proj(y.transpose(1, 2).reshape(b, t, d)), (k, v)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, cfg: InteractionConfig) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff, bias=False),
+            nn.GELU(),
+            nn.Linear(cfg.d_ff, cfg.d_model, bias=False),
+            nn.Dropout(cfg.dropout),
+        )
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, past: KV | None
+    ) -> tuple[Tensor, KV]:
+        a, kv = self.attn(self.norm1(x), cos, sin, mask, past)
+        x = x + a
+        return x + self.mlp(self.norm2(x)), kv
+
+
+class InteractionNet(nn.Module):
+    def __init__(self, cfg: InteractionConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(vocab_size, cfg.d_model)  # tied with the output head
+        self.off_emb = nn.Embedding(cfg.max_offset, cfg.d_model)  # order of tokens inside a micro-turn
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_base)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.apply(self._init)
+        # Residual branches scaled down with depth, so the stream starts near the embedding.
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.2.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def hidden(
+        self,
+        tokens: Tensor,
+        pos: Tensor,
+        offset: Tensor,
+        mask: Tensor,
+        past: Sequence[KV] | None = None,
+    ) -> tuple[Tensor, list[KV]]:
+        """tokens/pos/offset [B, T] long, mask [B, 1, T, S + T], past per layer [B, H, S, hd]
+        -> final hidden states [B, T, D] and each layer's keys/values of these T tokens."""
+        x = self.tok_emb(tokens) + self.off_emb(offset.clamp(max=self.cfg.max_offset - 1))  # [B, T, D]
+        cos, sin = self.rotary(pos)
+        # One additive mask for all layers: SDPA would convert a boolean one again in every layer.
+        bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
+        new_kv: list[KV] = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, cos, sin, bias, None if past is None else past[i])
+            new_kv.append(kv)
+        return self.norm(x), new_kv
+
+    def logits(self, h: Tensor) -> Tensor:
+        """[..., D] -> [..., V] through the tied embedding."""
+        return h @ self.tok_emb.weight.t()
+
+
+def n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(
+    path: Path, net: InteractionNet, vocab: Vocab, meta: dict[str, Any] | None = None, fp16: bool = True
+) -> None:
+    """Weights (fp16 by default: a few MB), config, known words and a metadata dict, in one file."""
+    state = {
+        k: (v.half() if fp16 and v.is_floating_point() else v).cpu() for k, v in net.state_dict().items()
+    }
+    blob = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(net.cfg),
+        "known_words": vocab.known_words,
+        "state_dict": state,
+        "meta": meta or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)  # readers never see half a file
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[InteractionNet, Vocab, dict[str, Any]]:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {blob.get('format')}, expected {CHECKPOINT_FORMAT}")
+    cfg = InteractionConfig.from_dict(blob["config"])
+    vocab = Vocab(blob["known_words"], cfg.n_buckets)
+    net = InteractionNet(cfg, vocab.size)
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    return net.to(device).eval(), vocab, cast(dict[str, Any], blob["meta"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Streaming
+
+
+@dataclass
+class StepTiming:
+    """What the last :meth:`TickModel.step` cost, for logs."""
+
+    ms: float = 0.0  # wall time of the whole step
+    forwards: int = 0  # batched network calls (1 per step, plus one per said word)
+    sessions: int = 0
+    tokens: int = 0  # tokens fed to the network, all sessions
+    max_cache: int = 0  # largest per-session KV length seen in this step, in tokens
+
+
+class SessionStream:
+    """One session's state: its token stream, its bounded KV cache, what it heard in each bucket.
+
+    The cache lives in buffers of ``capacity`` tokens (window + pin budget + :data:`CACHE_SLACK`), written
+    in place; tokens no future query can reach are dropped only when the buffer is full, every few dozen
+    micro-turns, rather than copied out every step. Holding a few unreachable tokens a little longer
+    changes nothing: the attention mask, not the cache, decides what is seen.
+    """
+
+    def __init__(self, net: InteractionNet, vocab: Vocab, device: torch.device) -> None:
+        cfg = net.cfg
+        self.cfg = cfg
+        self.stream = TokenStream(vocab, cfg)
+        self.length = 0  # tokens in the cache
+        self.capacity = cfg.window + cfg.pin_budget + CACHE_SLACK
+        self._k = torch.zeros((cfg.n_layers, cfg.n_heads, self.capacity, cfg.head_dim), device=device)
+        self._v = torch.zeros_like(self._k)  # [L, H, capacity, hd] each; keys are stored rotated
+        self._gidx = torch.zeros(self.capacity, dtype=torch.long, device=device)  # ascending
+        self._pinned = torch.zeros(self.capacity, dtype=torch.bool, device=device)
+        self._pos = torch.zeros(self.capacity, dtype=torch.long, device=device)  # for pin(ticks=...)
+        # Tokens pushed but not yet through the network: a quiet tick's action (and a <say>'s <end>) wait
+        # here to be fed with the next micro-turn's input, so a quiet tick costs one forward.
+        self.pending: list[Token] = []
+        self.bucket_seen = torch.zeros(vocab.n_buckets, dtype=torch.bool, device=device)
+        self.ticks = 0  # micro-turns stepped
+
+    # Views of the filled part of the buffers: [L, H, S, hd] and [S].
+    @property
+    def k(self) -> Tensor:
+        return self._k[:, :, : self.length]
+
+    @property
+    def v(self) -> Tensor:
+        return self._v[:, :, : self.length]
+
+    @property
+    def gidx(self) -> Tensor:
+        return self._gidx[: self.length]
+
+    @property
+    def pinned(self) -> Tensor:
+        return self._pinned[: self.length]
+
+    @property
+    def pos(self) -> Tensor:
+        return self._pos[: self.length]
+
+    @property
+    def cache_len(self) -> int:
+        return self.length
+
+    @property
+    def bucket_words(self) -> dict[int, str]:
+        return self.stream.bucket_words
+
+    def push(self, token: str) -> Token:
+        """Append a token to the stream; it waits in ``pending`` until the next :meth:`TickModel.feed`."""
+        tok, pins = self.stream.push(token)
+        if self.stream.vocab.is_bucket(tok.id) and not tok.output:
+            self.bucket_seen[tok.id - self.stream.vocab.bucket_base] = True
+        self.pending.append(tok)
+        self._pin_gidx([g for g in pins if g != tok.gidx])
+        return tok
+
+    def _pin_gidx(self, gidxs: Sequence[int]) -> None:
+        if not gidxs:
+            return
+        for tok in self.pending:
+            if tok.gidx in gidxs:
+                tok.pinned = True
+        if self.length:
+            wanted = torch.as_tensor(gidxs, dtype=torch.long, device=self._gidx.device)
+            self.pinned[torch.isin(self.gidx, wanted)] = True
+
+    def pin(self, ticks: int = 1) -> None:
+        """Keep every token of the last ``ticks`` micro-turns beyond the window: the runtime's way to say
+        "that was an instruction" when the pin words missed it. Beyond training's rule, so use sparingly."""
+        first = self.stream.tick - ticks + 1
+        for tok in self.pending:
+            if tok.pos >= first:
+                tok.pinned = True
+        self.pinned[self.pos >= first] = True
+
+    def append(self, toks: Sequence[Token], k: Tensor, v: Tensor) -> None:
+        """Add fed tokens (k, v [L, H, n, hd]); make room first if the buffers are full."""
+        n = len(toks)
+        if self.length + n > self.capacity:
+            self._evict(toks[-1].gidx)
+            if self.length + n > self.capacity:  # a very long micro-turn (pasted text): grow for it
+                self._grow(self.length + n + CACHE_SLACK)
+        end = self.length + n
+        self._k[:, :, self.length : end] = k
+        self._v[:, :, self.length : end] = v
+        meta = torch.tensor([[t.gidx, t.pinned, t.pos] for t in toks], dtype=torch.long)  # [n, 3]
+        meta = meta.to(self._gidx.device)
+        self._gidx[self.length : end] = meta[:, 0]
+        self._pinned[self.length : end] = meta[:, 1].bool()
+        self._pos[self.length : end] = meta[:, 2]
+        self.length = end
+
+    def _evict(self, last: int) -> None:
+        """Drop what no query after stream index ``last`` can attend to: those see keys newer than
+        last + 1 - window, and the newest pin_budget pinned keys older than that (whose pin flags are
+        final by then: see Pinner)."""
+        in_window = self.gidx > last - self.cfg.window
+        old_pinned = self.pinned & ~in_window
+        n_old = int(old_pinned.sum())
+        if n_old > self.cfg.pin_budget:
+            rank = old_pinned.long().cumsum(0)  # the oldest pinned key has rank 1
+            old_pinned &= rank > n_old - self.cfg.pin_budget
+        keep = (in_window | old_pinned).nonzero().squeeze(1)  # [kept], ascending
+        m = int(keep.numel())
+        self._k[:, :, :m] = self._k[:, :, keep]
+        self._v[:, :, :m] = self._v[:, :, keep]
+        self._gidx[:m], self._pinned[:m], self._pos[:m] = self.gidx[keep], self.pinned[keep], self.pos[keep]
+        self.length = m
+
+    def _grow(self, capacity: int) -> None:
+        def grown(buf: Tensor, dim: int) -> Tensor:
+            shape = list(buf.shape)
+            shape[dim] = capacity - shape[dim]
+            return torch.cat([buf, buf.new_zeros(shape)], dim=dim)
+
+        self._k, self._v = grown(self._k, 2), grown(self._v, 2)
+        self._gidx, self._pinned, self._pos = (
+            grown(self._gidx, 0),
+            grown(self._pinned, 0),
+            grown(self._pos, 0),
+        )
+        self.capacity = capacity
+
+
+class TickModel:
+    """The interaction network behind the runtime: per-session streams, stepped in batches."""
+
+    def __init__(
+        self, net: InteractionNet, vocab: Vocab, device: str = "cpu", meta: dict[str, Any] | None = None
+    ) -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.cfg = net.cfg
+        self.vocab = vocab
+        self.meta = meta or {}
+        self.timing = StepTiming()
+        self._act_mask = vocab.act_mask().to(self.device)  # [V]
+        self._word_mask = vocab.word_mask()[: vocab.bucket_base].to(self.device)  # [bucket_base]
+        self._act_by_id = {i: a for a, i in vocab.act_ids.items()}
+
+    @classmethod
+    def load(cls, path: Path | None = None, device: str = "cpu", warmup: bool = True) -> TickModel:
+        """Load a checkpoint (default: the committed model/checkpoints/microturn.pt); ``device="auto"``
+        picks CUDA when present. Warm-up runs a throw-away session so that the first real tick is fast."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        net, vocab, meta = load_checkpoint(path or DEFAULT_CHECKPOINT, device)
+        model = cls(net, vocab, device, meta)
+        if warmup:
+            model.warmup()
+        return model
+
+    def new_session(self) -> SessionStream:
+        return SessionStream(self.net, self.vocab, self.device)
+
+    def warmup(self, ticks: int = 8, sessions: int = 2) -> None:
+        """Step throw-away sessions (words, a said word, silence) through every code path once."""
+        streams = [self.new_session() for _ in range(sessions)]
+        for i in range(ticks):
+            words = ("hello", "there") if i % 3 == 0 else ()
+            self.step(streams, [TickInput(user_speaking=bool(words), tokens=words)] * sessions)
+        self.timing = StepTiming()
+
+    @torch.no_grad()
+    def feed(self, sessions: Sequence[SessionStream]) -> list[Tensor]:
+        """Run one batched forward over each session's pending tokens; return their logits ([n_b, V] each).
+
+        The KV caches of the sessions are laid out left-padded, new tokens right-padded::
+
+            [ pad .. pad | cache_b | new_b | pad .. pad ]   gidx: -FAR_GIDX.. | ascending | +FAR_GIDX..
+
+        so every row's keys stay sorted, which :func:`attention_mask` relies on.
+        """
+        chunks = [s.pending for s in sessions]
+        if not all(chunks):
+            raise ValueError("every session fed needs at least one pending token")
+        b = len(sessions)
+        n = max(len(c) for c in chunks)
+        s_max = max(s.cache_len for s in sessions)
+        dev = self.device
+        cfg = self.cfg
+        tokens = torch.full((b, n), self.vocab.pad_id, dtype=torch.long)  # [B, N]
+        pos = torch.zeros((b, n), dtype=torch.long)
+        offset = torch.zeros((b, n), dtype=torch.long)
+        q_gidx = FAR_GIDX + torch.arange(n).repeat(b, 1)  # [B, N]; right padding far after everything
+        new_pinned = torch.zeros((b, n), dtype=torch.bool)
+        for i, chunk in enumerate(chunks):
+            m = len(chunk)
+            tokens[i, :m] = torch.tensor([t.id for t in chunk])
+            pos[i, :m] = torch.tensor([t.pos for t in chunk])
+            offset[i, :m] = torch.tensor([t.offset for t in chunk])
+            q_gidx[i, :m] = torch.tensor([t.gidx for t in chunk])
+            new_pinned[i, :m] = torch.tensor([t.pinned for t in chunk])
+        tokens, pos, offset, q_gidx, new_pinned = (
+            x.to(dev) for x in (tokens, pos, offset, q_gidx, new_pinned)
+        )
+        k_gidx = -FAR_GIDX + torch.arange(s_max, device=dev).repeat(b, 1)  # [B, S]; left padding far before
+        k_pinned = torch.zeros((b, s_max), dtype=torch.bool, device=dev)
+        if b == 1:  # one session: its cache as is, no copy
+            past_k, past_v = sessions[0].k[:, None], sessions[0].v[:, None]  # [L, 1, H, S, hd]
+        else:
+            kv_shape = (cfg.n_layers, b, cfg.n_heads, s_max, cfg.head_dim)
+            past_k = torch.empty(kv_shape, device=dev)  # [L, B, H, S, hd]
+            past_v = torch.empty(kv_shape, device=dev)
+        for i, s in enumerate(sessions):
+            c = s.cache_len
+            k_gidx[i, s_max - c :] = s.gidx
+            k_pinned[i, s_max - c :] = s.pinned
+            if b > 1:
+                # Padding is masked out, but must be finite: -inf weights times NaN would still be NaN.
+                past_k[:, i, :, : s_max - c] = 0.0
+                past_v[:, i, :, : s_max - c] = 0.0
+                past_k[:, i, :, s_max - c :] = s.k
+                past_v[:, i, :, s_max - c :] = s.v
+        mask = attention_mask(
+            q_gidx,
+            torch.cat([k_gidx, q_gidx], dim=1),
+            torch.cat([k_pinned, new_pinned], dim=1),
+            cfg.window,
+            cfg.pin_budget,
+        )  # [B, 1, N, S + N]
+        past = [(past_k[layer], past_v[layer]) for layer in range(cfg.n_layers)]
+        h, new_kv = self.net.hidden(tokens, pos, offset, mask, past)  # [B, N, D]
+        new_k = torch.stack([kv[0] for kv in new_kv])  # [L, B, H, N, hd]
+        new_v = torch.stack([kv[1] for kv in new_kv])
+        out = []
+        for i, (s, chunk) in enumerate(zip(sessions, chunks, strict=True)):
+            m = len(chunk)
+            s.append(chunk, new_k[:, i, :, :m], new_v[:, i, :, :m])
+            s.pending = []
+            out.append(self.net.logits(h[i, :m]))  # [m, V]
+            self.timing.max_cache = max(self.timing.max_cache, s.cache_len)
+        self.timing.forwards += 1
+        self.timing.tokens += sum(len(c) for c in chunks)
+        return out
+
+    def _choose(self, sessions: Sequence[SessionStream], logits: Sequence[Tensor], n_words: int) -> list[int]:
+        """Greedy next output token of each session (from the logits of its last fed token) among those
+        that make sense here: an action right after <act>; then words the session can say (known words,
+        buckets it heard a word in), and <end> once there is a word. One argmax for the whole batch."""
+        last = torch.stack([lg[-1] for lg in logits])  # [B, V]
+        if n_words < 0:
+            allowed = self._act_mask.expand_as(last)
+        else:
+            seen = torch.stack([s.bucket_seen for s in sessions])  # [B, n_buckets]
+            allowed = torch.cat([self._word_mask.expand(len(sessions), -1), seen], dim=1)  # [B, V]
+            if n_words > 0:
+                allowed[:, self.vocab.end_id] = True
+        return cast(list[int], last.masked_fill(~allowed, float("-inf")).argmax(-1).tolist())
+
+    @torch.no_grad()
+    def step(self, sessions: Sequence[SessionStream], inputs: Sequence[TickInput]) -> list[TickOutput]:
+        """One micro-turn for each session: feed its input, decide, and feed back what it decided."""
+        if len(sessions) != len(inputs):
+            raise ValueError(f"{len(sessions)} sessions but {len(inputs)} inputs")
+        if len({id(s) for s in sessions}) != len(sessions):
+            raise ValueError("a session appears twice in one step")
+        started = time.perf_counter()
+        self.timing = StepTiming(sessions=len(sessions))
+        if not sessions:
+            return []
+        for s, tick_input in zip(sessions, inputs, strict=True):
+            for t in tick_input.to_tokens():
+                s.push(t)
+        acts: list[Act] = [Act.WAIT] * len(sessions)
+        words: list[list[str]] = [[] for _ in sessions]
+        active = list(range(len(sessions)))  # sessions still writing their output
+        n_words = -1  # -1: the action comes next; then words said so far (the same for all active)
+        while active:
+            batch = [sessions[i] for i in active]
+            choices = self._choose(batch, self.feed(batch), n_words)
+            still: list[int] = []
+            for i, choice in zip(active, choices, strict=True):
+                s = sessions[i]
+                if n_words < 0:
+                    acts[i] = self._act_by_id[choice]
+                    s.push(acts[i].value)
+                    if acts[i] is Act.SAY:
+                        still.append(i)
+                    continue  # any other action waits in pending: fed with the next micro-turn
+                if choice == self.vocab.end_id:
+                    s.push(END)
+                    continue
+                words[i].append(s.stream.word(choice) or "")
+                s.push(words[i][-1])
+                if len(words[i]) == MAX_SAY_WORDS:
+                    s.push(END)  # no room for more: <end> needs no forward
+                else:
+                    still.append(i)
+            active = still
+            n_words += 1
+        for s in sessions:
+            s.ticks += 1
+        self.timing.ms = (time.perf_counter() - started) * 1000.0
+        return [TickOutput(a, tuple(w)) for a, w in zip(acts, words, strict=True)]

@@ -1,0 +1,436 @@
+"""The trained interaction network (model/interaction.py) and its trainer (model/train.py): CPU, tiny."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from model.interaction import (
+    CACHE_SLACK,
+    DEFAULT_CHECKPOINT,
+    InteractionConfig,
+    InteractionNet,
+    SessionStream,
+    TickModel,
+    Vocab,
+    attention_mask,
+    encode_scenario,
+    load_checkpoint,
+    preset,
+    save_checkpoint,
+    tick_tokens,
+    word_bucket,
+)
+from model.ticks import MAX_SAY_WORDS, Act, Scenario, Tick, TickInput, TickOutput
+from model.train import (
+    SETTINGS,
+    DataSource,
+    TrainSettings,
+    behaviour,
+    main,
+    match_events,
+    run_sessions,
+    schedule_scenario,
+    train,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Training is deterministic on one thread; the box is shared anyway."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_model(cfg: InteractionConfig, seed: int = 0, known: tuple[str, ...] = ()) -> TickModel:
+    torch.manual_seed(seed)
+    vocab = Vocab.build(known, cfg.n_buckets)
+    return TickModel(InteractionNet(cfg, vocab.size), vocab)
+
+
+def spoken(text: str) -> list[Tick]:
+    """One recognised word per micro-turn, the user speaking."""
+    return [Tick(TickInput(user_speaking=True, tokens=(w,))) for w in text.split()]
+
+
+def mixed_scenario() -> Scenario:
+    """Typed text, a spoken instruction (pin words), chatter that is not pinned, says and a stop."""
+    ticks = [Tick(TickInput(tokens=("<typed>", "remind", "me", "to", "blorf", "</typed>")))]
+    ticks += spoken("in ten seconds tell me to zorp")
+    ticks += spoken("rojo <means> red nice weather")
+    for t in range(70):
+        out = TickOutput(Act.SAY, ("zorp", "now")) if t % 10 == 0 else TickOutput()
+        ticks.append(Tick(TickInput(agent_speaking=t % 10 == 1), out))
+    ticks.append(Tick(TickInput(tokens=("<result>", "it", "is", "noon", "</result>")), TickOutput(Act.NEWS)))
+    ticks.append(Tick(TickInput(user_speaking=True, tokens=("stop",)), TickOutput(Act.STOP)))
+    return ticks
+
+
+def full_forward_logits(model: TickModel, scenario: Scenario) -> torch.Tensor:
+    """Logits of every token of the scenario from one forward over the whole sequence: [N, V]."""
+    enc = encode_scenario(scenario, model.vocab, model.cfg)
+    ids, pos, off = (torch.from_numpy(a)[None] for a in (enc.ids, enc.pos, enc.offset))
+    gidx = torch.arange(len(enc))[None]
+    mask = attention_mask(
+        gidx, gidx, torch.from_numpy(enc.pinned)[None], model.cfg.window, model.cfg.pin_budget
+    )
+    with torch.no_grad():
+        h, _ = model.net.hidden(ids, pos, off, mask)
+        return model.net.logits(h[0])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Vocabulary and buckets
+
+
+def test_word_bucket_is_blake2_and_stable() -> None:
+    digest = hashlib.blake2b(b"zorp", digest_size=8).digest()
+    assert word_bucket("zorp", 2048) == int.from_bytes(digest, "little") % 2048
+    vocab = Vocab.build(["breathe"], 256)
+    assert vocab.encode("breathe") == vocab.encode("Breathe") < vocab.bucket_base
+    assert vocab.encode("twenty") < vocab.bucket_base  # number words are known
+    assert vocab.encode("zorp") == vocab.bucket_base + word_bucket("zorp", 256)
+    assert vocab.encode("<act>") < vocab.n_special
+
+
+def colliding_words(n_buckets: int) -> tuple[str, str]:
+    seen: dict[int, str] = {}
+    for a, b, c in itertools.product("bdfgklmnprstvz", "aeiou", "bdfgklmnprstvz"):
+        word = f"{a}{b}{c}o"
+        bucket = word_bucket(word, n_buckets)
+        if bucket in seen:
+            return seen[bucket], word
+        seen[bucket] = word
+    raise AssertionError("no collision found")
+
+
+def test_bucket_copy_maps_back_to_most_recent_input_word() -> None:
+    model = random_model(preset("tiny"))
+    first, second = colliding_words(model.vocab.n_buckets)
+    bucket = model.vocab.encode(first)
+    assert model.vocab.encode(second) == bucket
+    s = model.new_session()
+    model.step([s], [TickInput(user_speaking=True, tokens=(first,))])
+    assert s.stream.word(bucket) == first
+    model.step([s], [TickInput(user_speaking=True, tokens=(second,))])
+    assert s.stream.word(bucket) == second  # the most recent input word of this session
+    assert bool(s.bucket_seen[bucket - model.vocab.bucket_base])
+    other = model.new_session()
+    assert other.stream.word(bucket) is None  # per session
+
+
+def test_said_words_are_only_known_words_or_heard_buckets() -> None:
+    """Greedy decoding never emits a bucket the session has not heard: every said word is sayable."""
+    model = random_model(preset("tiny"), seed=3)
+    # Bias the output towards <say> and towards an unheard bucket, then check what comes out.
+    with torch.no_grad():
+        model.net.tok_emb.weight[model.vocab.act_ids[Act.SAY]] += 5.0
+    s = model.new_session()
+    heard = ("zorp", "blorf")
+    out = model.step([s], [TickInput(tokens=heard)])[0]
+    if out.act is Act.SAY:
+        assert 1 <= len(out.words) <= MAX_SAY_WORDS
+        for w in out.words:
+            assert w in heard or model.vocab.encode(w) < model.vocab.bucket_base
+
+
+# ----------------------------------------------------------------------------------------------------
+# Attention mask and streaming
+
+
+def brute_force_mask(gidx: list[int], pinned: list[bool], window: int, budget: int) -> np.ndarray:
+    n = len(gidx)
+    out = np.zeros((n, n), dtype=bool)
+    for i in range(n):
+        old_pins = [j for j in range(n) if pinned[j] and gidx[j] <= gidx[i] - window]
+        newest = set(old_pins[-budget:]) if budget else set()
+        for j in range(n):
+            if gidx[j] <= gidx[i] and (gidx[i] - gidx[j] < window or j in newest):
+                out[i, j] = True
+    return out
+
+
+def test_attention_mask_is_window_plus_newest_pins() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        n = 60
+        gidx = np.sort(rng.choice(200, size=n, replace=False))
+        pinned = rng.random(n) < 0.3
+        g = torch.from_numpy(gidx)[None]
+        got = attention_mask(g, g, torch.from_numpy(pinned)[None], 12, 4)[0, 0].numpy()
+        assert (got == brute_force_mask(gidx.tolist(), pinned.tolist(), 12, 4)).all()
+
+
+def stream_logits(model: TickModel, scenario: Scenario, per_token: bool = False) -> torch.Tensor:
+    s = model.new_session()
+    out = []
+    for tick in scenario:
+        for t in tick_tokens(tick.input, tick.output):
+            s.push(t)
+            if per_token:
+                out.append(model.feed([s])[0])
+        if not per_token:
+            out.append(model.feed([s])[0])
+    return torch.cat(out)
+
+
+def test_streaming_equals_full_forward_across_the_window() -> None:
+    """Tick-by-tick (and token-by-token) with the bounded KV cache = one forward over the whole session,
+    with a window and pin budget small enough that tokens are evicted and pins overflow."""
+    cfg = preset("tiny", window=16, pin_budget=5)
+    model = random_model(cfg)
+    scenario = mixed_scenario()
+    full = full_forward_logits(model, scenario)
+    enc = encode_scenario(scenario, model.vocab, cfg)
+    assert len(enc) > 10 * cfg.window and enc.pinned.sum() > cfg.pin_budget
+    for per_token in (False, True):
+        streamed = stream_logits(model, scenario, per_token)
+        assert streamed.shape == full.shape
+        torch.testing.assert_close(streamed, full, atol=1e-5, rtol=1e-5)
+
+
+def test_batched_ragged_sessions_equal_one_at_a_time() -> None:
+    cfg = preset("tiny", window=16, pin_budget=5)
+    model = random_model(cfg)
+    long, short = mixed_scenario(), schedule_scenario("hop", 1, 3)
+    full_long, full_short = full_forward_logits(model, long), full_forward_logits(model, short)
+    a, b = model.new_session(), model.new_session()
+    got_a, got_b = [], []
+    for t, tick in enumerate(long):
+        for tok in tick_tokens(tick.input, tick.output):
+            a.push(tok)
+        sessions = [a]
+        if t < len(short):
+            for tok in tick_tokens(short[t].input, short[t].output):
+                b.push(tok)
+            if t % 3 == 0 or t == len(short) - 1:  # b fed less often: ragged chunks as well as caches
+                sessions.append(b)
+        logits = model.feed(sessions)
+        got_a.append(logits[0])
+        if len(logits) > 1:
+            got_b.append(logits[1])
+    torch.testing.assert_close(torch.cat(got_a), full_long, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(got_b), full_short, atol=1e-5, rtol=1e-5)
+
+
+def test_step_decides_what_the_full_forward_predicts() -> None:
+    """step() (decode, feed back, defer the action to the next tick) = argmax of the full forward over
+    the stream it produced, at every action."""
+    cfg = preset("tiny", window=16, pin_budget=5)
+    model = random_model(cfg, seed=1)
+    scenario = mixed_scenario()
+    s = model.new_session()
+    outputs = [model.step([s], [tick.input])[0] for tick in scenario]
+    replay = [Tick(tick.input, out) for tick, out in zip(scenario, outputs, strict=True)]
+    full = full_forward_logits(model, replay)
+    enc = encode_scenario(replay, model.vocab, cfg)
+    act_ids = torch.tensor(sorted(model.vocab.act_ids.values()))
+    at_act = np.flatnonzero(enc.ids == model.vocab.ids["<act>"])
+    assert len(at_act) == len(scenario)
+    chosen = act_ids[full[torch.from_numpy(at_act)][:, act_ids].argmax(-1)]
+    assert chosen.tolist() == [model.vocab.act_ids[o.act] for o in outputs]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bounded state and pins
+
+
+def feed_scenario(model: TickModel, s: SessionStream, scenario: Scenario) -> None:
+    for tick in scenario:
+        for t in tick_tokens(tick.input, tick.output):
+            s.push(t)
+        model.feed([s])
+
+
+def test_window_keeps_state_bounded() -> None:
+    cfg = preset("tiny")
+    model = random_model(cfg)
+    s = model.new_session()
+    sizes = []
+    for t in range(1200):
+        if t % 150 == 0:
+            inp = TickInput(tokens=("<typed>", "every", "two", "seconds", "</typed>"))
+        elif t % 7 == 0:
+            inp = TickInput(user_speaking=True, tokens=("say", "hop"))
+        else:
+            inp = TickInput()
+        model.step([s], [inp])
+        sizes.append(s.cache_len)
+    bound = cfg.window + cfg.pin_budget + CACHE_SLACK
+    assert s.capacity == bound and max(sizes) <= bound  # never grew
+    assert max(sizes[600:]) == max(sizes[1000:])  # flat: the cost of a step stops growing
+    assert model.timing.max_cache <= bound and model.timing.forwards >= 1
+
+
+def tokens_in_cache(s: SessionStream, gidx_wanted: list[int]) -> bool:
+    return set(gidx_wanted) <= set(s.gidx.tolist())
+
+
+def test_pinned_tokens_survive_the_window() -> None:
+    cfg = preset("tiny")
+    model = random_model(cfg)
+    scenario = [
+        Tick(TickInput(tokens=("<typed>", "count", "to", "ten", "</typed>"))),  # typed: pinned
+        *spoken("nice weather today"),  # chatter, then a pause longer than utterance_gap
+        *(Tick(TickInput()) for _ in range(cfg.utterance_gap + 1)),
+        *spoken("in five seconds tell me to go"),
+    ]
+    enc = encode_scenario(scenario, model.vocab, cfg)
+    tokens = [t for tick in scenario for t in tick_tokens(tick.input, tick.output)]
+    typed = [i for i in range(len(tokens)) if 0 < i < 6]  # <typed> .. </typed>
+    chatter = [tokens.index(w) for w in ("nice", "weather", "today")]
+    instruction = [tokens.index(w) for w in ("in", "five", "seconds", "tell", "me", "go")]
+    assert enc.pinned[typed].all() and enc.pinned[instruction].all()  # "in five" pinned back from "seconds"
+    assert not enc.pinned[chatter].any()
+    s = model.new_session()
+    quiet = [Tick(TickInput()) for _ in range(300)]  # 3 tokens a tick: far beyond the 64-token window
+    feed_scenario(model, s, [*scenario, *quiet])  # teacher-forced: a random model's acts would differ
+    assert tokens_in_cache(s, typed) and tokens_in_cache(s, instruction)
+    assert not set(chatter) & set(s.gidx.tolist())
+
+
+def test_a_long_monologue_pins_only_its_opening() -> None:
+    """Chatter that happens to contain a pin word late in a long utterance pins nothing."""
+    cfg = preset("tiny")
+    model = random_model(cfg)
+    words = [f"word{i}" for i in range(cfg.pin_utterance_tokens)] + ["say", "more", "things"]
+    enc = encode_scenario(spoken(" ".join(words)), model.vocab, cfg)
+    assert not enc.pinned.any()
+    enc = encode_scenario(spoken("okay " + " ".join(words)), model.vocab, cfg)  # "say" one token later
+    assert not enc.pinned.any()
+    enc = encode_scenario(spoken("so say hop " + " ".join(words)), model.vocab, cfg)
+    assert int(enc.pinned.sum()) == cfg.pin_utterance_tokens  # the opening, up to the cap
+
+
+def test_long_typed_text_pins_only_its_opening() -> None:
+    cfg = preset("tiny")
+    model = random_model(cfg)
+    words = tuple(f"word{i}" for i in range(2 * cfg.pin_utterance_tokens))
+    enc = encode_scenario([Tick(TickInput(tokens=("<typed>", *words, "</typed>")))], model.vocab, cfg)
+    assert int(enc.pinned.sum()) == cfg.pin_utterance_tokens + 2  # the opening and both markers
+
+
+def test_pin_budget_drops_the_oldest_pins() -> None:
+    cfg = preset("tiny", pin_budget=8)
+    model = random_model(cfg)
+    s = model.new_session()
+    typed = [Tick(TickInput(tokens=("<typed>", f"note{i}", "</typed>"))) for i in range(4)]  # 12 pins
+    feed_scenario(model, s, [*typed, *(Tick(TickInput()) for _ in range(100))])
+    pins = [6 * i + j for i in range(4) for j in (1, 2, 3)]  # <typed> note </typed> of each 6-token tick
+    assert s.gidx[s.pinned].tolist() == pins[-cfg.pin_budget :]  # the newest 8 of the 12 pins are kept
+    assert int(s.gidx.min()) == pins[-cfg.pin_budget]
+
+
+def test_runtime_pin_keeps_the_last_tick() -> None:
+    model = random_model(preset("tiny"))
+    s = model.new_session()
+    feed_scenario(model, s, [Tick(TickInput(user_speaking=True, tokens=("go", "left")))])
+    s.pin(ticks=1)
+    kept = s.gidx[s.pos == 0].tolist()
+    feed_scenario(model, s, [Tick(TickInput()) for _ in range(200)])
+    assert len(kept) == 6 and tokens_in_cache(s, kept)  # <tick> <user> go left <act> <wait>
+    assert int(s.pos.min()) == 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training
+
+
+HANDFUL = [
+    schedule_scenario("zorp", every_s=1, repeats=3, lead=1),
+    schedule_scenario("hop", every_s=2, repeats=2, lead=3),
+    schedule_scenario("blinket", every_s=1, repeats=4, lead=2),
+    schedule_scenario("quazzle", every_s=2, repeats=3, lead=0),
+]
+
+
+def handful_source() -> DataSource:
+    return DataSource(lambda seed, count: list(HANDFUL), "handful-1", frozenset())
+
+
+def tiny_settings(**overrides: Any) -> TrainSettings:
+    return replace(SETTINGS["tiny"], batch_size=4, pool_size=4, val_count=4, val_times=1, **overrides)
+
+
+def test_training_is_deterministic_with_a_seed() -> None:
+    cfg = preset("tiny")
+    runs = [
+        train(cfg, tiny_settings(), handful_source(), seed=seed, steps=6, quiet=True) for seed in (5, 5, 6)
+    ]
+    a, b, c = (run[0].state_dict() for run in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert runs[0][2]["final"] == runs[1][2]["final"]
+
+
+def test_a_time_budget_cools_down_and_ends_on_time() -> None:
+    _, _, log = train(preset("tiny"), tiny_settings(), handful_source(), seed=0, minutes=0.2, quiet=True)
+    assert 0 < log["decay_start"] <= log["steps"]
+    assert log["minutes"] < 0.2 + 0.1  # the budget, plus the final validation (loaded box: generous)
+    assert f"--steps {log['steps']} --decay-start {log['decay_start']} --seed 0" in log["reproduce"]
+
+
+def test_tiny_model_overfits_a_handful_of_scenarios() -> None:
+    """Its greedy, free-running outputs (own decisions fed back) reproduce every target of the handful:
+    the rhythm of the says, the invented words copied through their buckets, and the stop."""
+    cfg = preset("tiny")
+    settings = tiny_settings(lr=1e-2, warmup_steps=10, loss_skip=0)
+    net, vocab, log = train(cfg, settings, handful_source(), seed=0, steps=150, quiet=True)
+    model = TickModel(net, vocab)
+    predictions = run_sessions(model, HANDFUL)
+    for scenario, pred in zip(HANDFUL, predictions, strict=True):
+        assert [t.output for t in scenario] == pred
+    assert log["final"]["say_score"] == 1.0
+
+
+def test_behaviour_metrics() -> None:
+    assert match_events([10, 20], [11, 25, 9], tolerance=2) == [(10, 9)]  # each used once, 25 too late
+    assert match_events([10, 20], [19, 11], tolerance=2) == [(10, 11), (20, 19)]
+    scenario = schedule_scenario("hop", every_s=1, repeats=2, lead=0)
+    perfect = behaviour([scenario], [[t.output for t in scenario]])
+    assert perfect["say_score"] == 1.0 and perfect["recall_wait"] == 1.0 and perfect["say_onset_err"] == 0
+    late = [TickOutput(), *(t.output for t in scenario[:-1])]  # everything one tick late
+    m = behaviour([scenario], [late])
+    assert m["say_hits"] == m["say_targets"] and m["say_onset_err"] == 1.0 and m["recall_say"] == 0.0
+    silent = behaviour([scenario], [[TickOutput()] * len(scenario)])
+    assert silent["say_score"] == 0.0 and silent["say_hits"] == 0
+
+
+def test_checkpoint_roundtrip_and_cli(tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    assert main(["--data", "demo", "--config", "tiny", "--steps", "3", "--out", str(out)]) == 0
+    log = json.loads(out.with_suffix(".json").read_text())
+    assert log["steps"] == 3 and log["seed"] == 0 and log["data_version"] == "demo-1"
+    assert "--steps 3" in log["command"] and "say_score" in log["final"]
+    assert out.stat().st_size < 25_000_000
+    model = TickModel.load(out)
+    _, vocab, meta = load_checkpoint(out)
+    assert meta["steps"] == 3 and vocab.size == model.vocab.size
+    again = tmp_path / "again.pt"
+    save_checkpoint(again, model.net, model.vocab, meta, fp16=False)
+    copy = TickModel.load(again)
+    sa, sb = model.new_session(), copy.new_session()
+    for tick in schedule_scenario("hop", 1, 2):
+        assert model.step([sa], [tick.input]) == copy.step([sb], [tick.input])
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="no trained checkpoint in model/checkpoints yet")
+def test_committed_checkpoint_loads_and_steps_on_cpu() -> None:
+    assert DEFAULT_CHECKPOINT.stat().st_size <= 25_000_000
+    model = TickModel.load(device="cpu")
+    sessions = [model.new_session() for _ in range(3)]
+    for tick in schedule_scenario("hop", 1, 2):
+        outs = model.step(sessions, [tick.input] * 3)
+        assert len(outs) == 3 and all(isinstance(o, TickOutput) for o in outs)
+    assert model.timing.ms > 0 and model.meta.get("data_version")

@@ -1,0 +1,211 @@
+"""The scenario generator: deterministic, well-formed, fast, and blind to the benchmark cases."""
+
+from __future__ import annotations
+
+import re
+import time
+from functools import cache
+
+import pytest
+
+from model.background import route
+from model.lexicon import BENCH_WORDS, TRAIN_ENTRIES, number_words
+from model.scenarios import (
+    ASK_ARITHMETIC,
+    ASK_CLOCK,
+    ASK_DOCS,
+    ASK_TIMER,
+    BENCH_PHRASINGS,
+    CATEGORY_REPEAT_RULE,
+    CATEGORY_SAY_RULE,
+    COUNT_DOWN,
+    COUNT_UP,
+    DATA_VERSION,
+    FOREIGN_RULE,
+    MAX_SECONDS,
+    MIN_SECONDS,
+    ONE_SHOT,
+    PERIODIC,
+    REPLY_LATENCY_TICKS,
+    STOP,
+    TEMPLATE_WORDS,
+    TICK_S,
+    TIMES,
+    WORD_RULE,
+    generate,
+    say_tick,
+    say_ticks,
+    schedule_targets,
+)
+from model.ticks import MAX_SAY_WORDS, SPECIAL_TOKENS, TYPED, TYPED_END, Act, Scenario, TickOutput
+
+SEED = 11
+COUNT = 40
+
+
+@cache
+def scenarios() -> list[Scenario]:
+    return generate(SEED, COUNT)
+
+
+def test_the_same_seed_gives_the_same_scenarios() -> None:
+    again = generate(SEED, 5)
+    assert again == scenarios()[:5]
+    assert generate(SEED + 1, 5) != again
+    assert DATA_VERSION
+
+
+def test_scenarios_are_well_formed() -> None:
+    for scenario in scenarios():
+        assert MIN_SECONDS / TICK_S - 1 <= len(scenario) <= MAX_SECONDS / TICK_S
+        for tick in scenario:
+            out = tick.output
+            assert TickOutput.from_tokens(out.to_tokens()) == out  # every output parses back
+            if out.act is Act.SAY:
+                assert 1 <= len(out.words) <= MAX_SAY_WORDS
+                assert not set(out.words) & set(SPECIAL_TOKENS)
+            assert tick.input.to_tokens()[0] == "<tick>"
+
+
+def test_every_kind_of_behaviour_is_in_the_data() -> None:
+    acts = {tick.output.act for scenario in scenarios() for tick in scenario}
+    assert acts == set(Act)
+    tokens = {t for scenario in scenarios() for tick in scenario for t in tick.input.tokens}
+    assert {"<means>", "<result>", "<typed>", "<cat:colour>"} <= tokens
+    both = sum(tick.input.user_speaking and tick.input.agent_speaking for s in scenarios() for tick in s)
+    assert both, "the agent answers cues while the user keeps talking"
+
+
+def test_agent_flag_follows_from_what_the_model_said() -> None:
+    """<agent> is set right after a <say> for as long as the words play, is cleared right after a <stop>,
+    and is never set unless something was said or answered shortly before."""
+    for scenario in scenarios():
+        agent = [t.input.agent_speaking for t in scenario]
+        acts = [t.output for t in scenario]
+        for k, out in enumerate(acts[:-1]):
+            if out.act is Act.SAY:
+                assert agent[k + 1], k
+                n = say_ticks(out.words)
+                later = [a.act for a in acts[k + 1 : k + 1 + n]]
+                if all(a is Act.WAIT for a in later) and k + n + 1 < len(agent):
+                    assert agent[k + 1 : k + 1 + n] == [True] * n, (k, out)
+                    # Nothing else to play (no reply in the pipeline): the flag ends with the words.
+                    earlier = {a.act for a in acts[max(0, k - 60) : k]}
+                    if not earlier & {Act.ANSWER, Act.NEWS, Act.SAY}:
+                        assert not agent[k + 1 + n], (k, out)
+            if out.act is Act.STOP:
+                assert not agent[k + 1], k
+        latency = REPLY_LATENCY_TICKS[1] + 40  # a reply may wait for a <say> to finish
+        for k in range(1, len(agent)):
+            if agent[k] and not agent[k - 1]:
+                recent = {a.act for a in acts[max(0, k - latency) : k]}
+                assert recent & {Act.SAY, Act.ANSWER, Act.NEWS}, k
+
+
+def test_barge_in_stops_a_reply_at_once() -> None:
+    stops = 0
+    for scenario in scenarios():
+        for k, tick in enumerate(scenario):
+            if tick.output.act is Act.STOP and tick.input.user_speaking and tick.input.agent_speaking:
+                stops += 1
+                before = scenario[k - 1]
+                talked_over = before.input.user_speaking and before.input.agent_speaking
+                assert not (talked_over and before.output.act is Act.WAIT and _reply_before(scenario, k - 1))
+    assert stops > 0
+
+
+def _reply_before(scenario: Scenario, k: int) -> bool:
+    """Whether what plays at micro-turn ``k`` is a reply (the last act that started speech)."""
+    for tick in reversed(scenario[:k]):
+        if tick.output.act in (Act.ANSWER, Act.NEWS):
+            return True
+        if tick.output.act in (Act.SAY, Act.STOP):
+            return False
+    return False
+
+
+_NUMBERS = {number_words(n): n for n in range(1, 61)}
+
+
+def test_typed_reminders_are_said_on_schedule() -> None:
+    """A typed "every N seconds say W" is said at say_tick(end of its micro-turn + j * N) until stopped."""
+    checked = 0
+    for scenario in generate(3, 200):
+        for k, tick in enumerate(scenario):
+            tokens = list(tick.input.tokens)
+            if TYPED not in tokens:
+                continue
+            text = " ".join(tokens[tokens.index(TYPED) + 1 : tokens.index(TYPED_END)])
+            match = re.fullmatch(r"every (?P<p>\w+(?: \w+)?) seconds (?:please )?say (?P<w>.+)", text) or (
+                re.fullmatch(r"(?:please )?say (?P<w>.+) every (?P<p>\w+(?: \w+)?) seconds", text)
+            )
+            if not match or match["p"] not in _NUMBERS or " times" in text or " until " in text:
+                continue
+            period = _NUMBERS[match["p"]]
+            words = tuple(match["w"].removeprefix("the word ").split())
+            said = [j for j in range(k, len(scenario)) if scenario[j].output.words == words]
+            stop = next((j for j in range(k + 1, len(scenario)) if scenario[j].output.act is Act.STOP), None)
+            expected = [
+                say_tick(t)
+                for t in schedule_targets("periodic", period, 100, (k + 1) * TICK_S)
+                if say_tick(t) < (stop if stop is not None else len(scenario))
+            ]
+            assert len(said) == len(expected), (text, said, expected)
+            assert all(abs(a - b) <= 1 for a, b in zip(said, expected, strict=True)), (text, said, expected)
+            checked += 1
+    assert checked >= 2
+
+
+def test_schedule_timing() -> None:
+    assert schedule_targets("periodic", 4.0, 3, 10.0) == [14.0, 18.0, 22.0]
+    assert schedule_targets("one_shot", 10.0, 1, 2.5) == [12.5]
+    # The output of micro-turn k is heard SAY_LEAD_S after it ends: (k + 1) * 0.2 + 0.2 == 14.0.
+    assert say_tick(14.0) == 68
+    assert say_ticks(("breathe",)) >= 3
+
+
+def test_benchmark_entries_and_phrasings_never_appear_in_training_data() -> None:
+    for scenario in scenarios():
+        for tick in scenario:
+            assert not BENCH_WORDS & set(tick.input.tokens)
+            assert not BENCH_WORDS & set(tick.output.words)
+    bench = [
+        re.compile(re.sub(r"\\\{\w+\\\}", "(.+)", re.escape(p)))
+        for phrasings in BENCH_PHRASINGS.values()
+        for p in phrasings
+    ]
+    training = (
+        *PERIODIC, *TIMES, *ONE_SHOT, *COUNT_DOWN, *COUNT_UP, *STOP, *FOREIGN_RULE, *CATEGORY_SAY_RULE,
+        *CATEGORY_REPEAT_RULE, *WORD_RULE,
+    )  # fmt: skip
+    slots = {"p": "four seconds", "w": "breathe", "k": "three", "n": "five", "lang": "spanish",
+             "cat": "color", "x": "stop", "y": "pizza"}  # fmt: skip
+    for template in training:
+        rendered = template.format(**slots)
+        assert not any(b.fullmatch(rendered) for b in bench), template
+    assert not set(training) & {p for ps in BENCH_PHRASINGS.values() for p in ps}
+    used = {e.word for e in TRAIN_ENTRIES}
+    assert not used & BENCH_WORDS
+
+
+@pytest.mark.parametrize("templates", [ASK_ARITHMETIC, ASK_CLOCK, ASK_TIMER, ASK_DOCS])
+def test_ask_questions_are_what_the_background_router_sends_to_a_tool(templates: tuple[str, ...]) -> None:
+    for template in templates:
+        text = template.format(a="twelve", b="three", city="tokyo", t="ten seconds", n="parking")
+        assert route(text) is not None, text
+
+
+def test_template_words_are_closed_class() -> None:
+    assert {"every", "seconds", "say", "stop", "count", "down", "five", "um", "what"} <= TEMPLATE_WORDS
+    assert len(TEMPLATE_WORDS) < 800
+    # What the agent is asked to say comes from the large word list, mostly outside the templates.
+    said = [w for s in scenarios() for t in s if t.output.act is Act.SAY for w in t.output.words]
+    unknown = [w for w in said if w not in TEMPLATE_WORDS]
+    assert len(set(unknown)) > 50
+
+
+def test_generation_is_fast() -> None:
+    started = time.perf_counter()
+    generate(99, 50)
+    per_minute = 50 / (time.perf_counter() - started) * 60
+    assert per_minute > 1000, f"{per_minute:.0f} scenarios a minute"
