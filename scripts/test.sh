@@ -13,3 +13,7 @@ echo "==> pytest"
 echo "==> benchmark smoke runs (--quick: they check that measuring works, not the numbers)"
 .venv/bin/python -m bench.latency --quick
 .venv/bin/python -m bench.background --quick
+.venv/bin/python -m bench.sip --quick
+.venv/bin/python -m bench.worker --quick
+# TimeSpeak, CueSpeak, turn-taking, latency: a few cases per suite, both models (a few minutes)
+.venv/bin/microturn bench all --quick

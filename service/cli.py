@@ -4,6 +4,8 @@
   background worker.
 - ``microturn background``: a background worker process taking jobs from Redis.
 - ``microturn worker``: a model worker process stepping the micro-turns of ``--model-workers redis`` nodes.
+- ``microturn sip``: ``serve`` with the SIP/RTP bridge on (udp 5060): phones and trunks call the agents.
+- ``microturn bench``: the benchmark suites (TimeSpeak, CueSpeak, turn-taking, latency; bench/suite/).
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from aiohttp import web
 from model.catalog import create_model, model_names
 from service.app import MODEL_WORKER_MODES, NodeConfig, create_app
 from service.background_worker import BackgroundConfig, background_handler, create_background_agent
+from service.embedding import DEFAULT_TOKEN_TTL_S, parse_allowed_origins
 from service.jobs import JobQueueUnavailable, open_job_queue, serve_jobs
 from service.remote_worker import ModelWorkersUnavailable, serve_model_worker
+from service.sip.ua import DEFAULT_RTP_PORTS, SipConfig, parse_ports, read_users
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+DEFAULT_SIP_PORT = 5060
 log = logging.getLogger("microturn")
 
 
@@ -57,6 +62,91 @@ def background_config(args: argparse.Namespace) -> BackgroundConfig:
         llm_url=args.llm_url,
         llm_model=args.llm_model,
         llm_api_key=os.environ.get("MICROTURN_LLM_API_KEY"),
+    )
+
+
+def add_embedding_options(parser: argparse.ArgumentParser) -> None:
+    """Other web sites embedding the agent (docs/widget.md)."""
+    embedding = parser.add_argument_group("embedding in other web sites (docs/widget.md)")
+    embedding.add_argument(
+        "--allowed-origins",
+        default=os.environ.get("MICROTURN_ALLOWED_ORIGINS", ""),
+        metavar="ORIGINS",
+        help="comma-separated origins (https://shop.example.com) whose pages may use the node, besides "
+        "its own; '*': any (default $MICROTURN_ALLOWED_ORIGINS, else only the node's own pages)",
+    )
+    embedding.add_argument(
+        "--api-key",
+        # The environment rather than the command line keeps the key out of `ps` and shell history.
+        default=os.environ.get("MICROTURN_API_KEY"),
+        help="sessions need this key, or a session token minted with it at POST /v1/tokens (valid "
+        f"{DEFAULT_TOKEN_TTL_S} s by default) (default $MICROTURN_API_KEY; unset: no key needed)",
+    )
+
+
+def add_sip_options(parser: argparse.ArgumentParser, default_port: int) -> None:
+    sip = parser.add_argument_group("SIP bridge (docs/sip.md)")
+    sip.add_argument(
+        "--sip-port",
+        type=int,
+        default=default_port,
+        help=f"UDP port for SIP calls; 0: no SIP (default {default_port})",
+    )
+    sip.add_argument("--sip-host", default=None, help="address SIP and RTP listen on (default: --host)")
+    sip.add_argument(
+        "--sip-advertise",
+        default=None,
+        help="address put in Contact and SDP, e.g. the public one behind NAT (default: the listening "
+        "address, or the one that routes to the caller when listening on 0.0.0.0)",
+    )
+    sip.add_argument(
+        "--rtp-ports",
+        default="{}-{}".format(*DEFAULT_RTP_PORTS),
+        help="UDP port range for RTP, one even port per call (default {}-{})".format(*DEFAULT_RTP_PORTS),
+    )
+    sip.add_argument(
+        "--sip-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="accept SIP only from this network (repeatable; default: from anyone)",
+    )
+    sip.add_argument(
+        "--sip-users",
+        type=Path,
+        default=None,
+        help="file of user:password lines: require digest authentication of INVITEs",
+    )
+    sip.add_argument("--sip-realm", default=SipConfig.realm, help=f"digest realm (default {SipConfig.realm})")
+    sip.add_argument(
+        "--sip-busy",
+        type=int,
+        choices=(486, 503),
+        default=SipConfig.busy_status,
+        help="answer when the node is full: 503 with Retry-After (a trunk tries another node) or "
+        f"486 Busy Here (default {SipConfig.busy_status})",
+    )
+    sip.add_argument(
+        "--sip-ring",
+        type=float,
+        default=SipConfig.ring_seconds,
+        help=f"seconds of ringing before answering (default {SipConfig.ring_seconds})",
+    )
+
+
+def sip_config(args: argparse.Namespace) -> SipConfig | None:
+    if not args.sip_port:
+        return None
+    return SipConfig(
+        host=args.sip_host or args.host,
+        port=args.sip_port,
+        advertise=args.sip_advertise,
+        rtp_ports=parse_ports(args.rtp_ports),
+        allow=tuple(args.sip_allow),
+        users=read_users(str(args.sip_users)) if args.sip_users else {},
+        realm=args.sip_realm,
+        busy_status=args.sip_busy,
+        ring_seconds=args.sip_ring,
     )
 
 
@@ -95,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
         f"`microturn worker` processes through --redis-url (default {NodeConfig.model_workers})",
     )
     add_background_options(serve)
+    add_embedding_options(serve)
+    # `microturn sip`: the same node with the SIP bridge on by default (docs/sip.md). Its options are
+    # copied from serve's now, before the SIP options (whose defaults differ) are added to each.
+    sip = commands.add_parser(
+        "sip",
+        parents=[serve],
+        conflict_handler="resolve",
+        help=f"run a media node that answers phone calls (SIP/RTP, udp {DEFAULT_SIP_PORT}); serve's options",
+    )
+    add_sip_options(serve, default_port=0)
+    add_sip_options(sip, default_port=DEFAULT_SIP_PORT)
 
     worker = commands.add_parser("worker", help="run a model worker for --model-workers redis nodes")
     worker.add_argument(
@@ -117,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=f"{socket.gethostname()}-{os.getpid()}",
         help="this worker's name in Redis (default host-pid)",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (default 0: off; one port per "
+        "worker process)",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default=DEFAULT_HOST,
+        help=f"address of the metrics endpoint (default {DEFAULT_HOST})",
+    )
     background = commands.add_parser("background", help="run a background worker on the Redis job queue")
     background.add_argument(
         "--consumer",
@@ -124,7 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="this worker's name in the consumer group (default host-pid)",
     )
     add_background_options(background)
+    add_bench_command(commands)
     return parser
+
+
+def add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``microturn bench``: the benchmark suites live in the source checkout's bench/, not in the package."""
+    checkout = str(Path(__file__).resolve().parent.parent)
+    if checkout not in sys.path:
+        sys.path.append(checkout)
+    try:
+        from bench.suite.cli import add_arguments
+    except ImportError:  # installed without the checkout: no benchmarks to run
+        return
+    add_arguments(commands.add_parser("bench", help="run the benchmark suites against models and report"))
 
 
 async def run_background(args: argparse.Namespace) -> int:
@@ -154,12 +280,16 @@ async def run_model_worker(args: argparse.Namespace) -> int:
     if args.capacity < 1:
         log.error("--capacity must be >= 1")
         return 2
+    if not 0 <= args.metrics_port <= 65535:
+        log.error("--metrics-port must be a TCP port, or 0 for none")
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     model = await asyncio.to_thread(create_model, args.model)
-    await serve_model_worker(args.redis_url, model, args.worker_id, args.capacity, stop=stop)
+    await serve_model_worker(args.redis_url, model, args.worker_id, args.capacity, stop=stop,
+                             metrics_port=args.metrics_port, metrics_host=args.metrics_host)
     return 0
 
 
@@ -174,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_background(args))
         if args.command == "worker":
             return asyncio.run(run_model_worker(args))
+        if args.command == "bench":
+            from bench.suite.cli import main as run_bench
+
+            return run_bench(args)
         if args.max_sessions < 1 or args.background_workers < 0:
             print("microturn: --max-sessions must be >= 1 and --background-workers >= 0", file=sys.stderr)
             return 2
@@ -184,11 +318,14 @@ def main(argv: list[str] | None = None) -> int:
             background_workers=args.background_workers,
             background=background_config(args),
             model_workers=args.model_workers,
+            sip=sip_config(args),
+            allowed_origins=parse_allowed_origins(args.allowed_origins),
+            api_key=args.api_key or None,
         )
         app = create_app(config)
         log.info("serving model %s on http://%s:%d/", args.model, args.host, args.port)
         web.run_app(app, host=args.host, port=args.port, print=None)
-    except (JobQueueUnavailable, ModelWorkersUnavailable) as exc:
+    except (JobQueueUnavailable, ModelWorkersUnavailable, ValueError, OSError) as exc:
         print(f"microturn: {exc}", file=sys.stderr)
         return 2
     return 0
