@@ -40,10 +40,13 @@ CASE_ATTEMPTS = 2  # a case whose session fails to start is tried once more
 
 
 def default_models() -> list[str]:
-    """The trained interaction model if it is registered, else the reactive policy; and the baseline."""
+    """The trained interaction model if it is registered and its checkpoint is there, else the reactive
+    policy; and the baseline."""
     from model.catalog import model_names
+    from model.interaction import DEFAULT_CHECKPOINT
 
-    return ["microturn" if "microturn" in model_names() else "reactive", "turn-based"]
+    trained = "microturn" in model_names() and DEFAULT_CHECKPOINT.exists()
+    return ["microturn" if trained else "reactive", "turn-based"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
