@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--server", help="URL of a running node to benchmark instead of starting one per model"
     )
     parser.add_argument("--seed", type=int, help="generate the cases from this seed instead of bench/cases")
+    parser.add_argument(
+        "--espeak-share",
+        type=float,
+        default=0.0,
+        help="with --seed: share of utterances said by espeak-ng, the harder variant (not CueSpeak's talk)",
+    )
     parser.add_argument("--cases", type=Path, help="a case file or a folder of them instead of bench/cases")
     parser.add_argument("--limit", type=int, help="at most this many cases per suite")
     parser.add_argument(
@@ -93,12 +99,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def select_cases(
-    suites: Sequence[str], seed: int | None, path: Path | None, quick: bool, limit: int | None
+    suites: Sequence[str],
+    seed: int | None,
+    path: Path | None,
+    quick: bool,
+    limit: int | None,
+    espeak_share: float = 0.0,
 ) -> dict[str, list[Case]]:
     if seed is not None:
         from bench.suite.generate import generate
 
-        cases = {suite: generate(suite, seed) for suite in suites}
+        cases = {suite: generate(suite, seed, espeak_share=espeak_share) for suite in suites}
     else:
         loaded = by_suite(load_cases(path if path is not None else CASES_DIR))
         cases = {suite: loaded.get(suite, []) for suite in suites}
@@ -273,7 +284,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         return 0
     suites = list(SUITES) if args.suite == ALL else [args.suite]
-    cases = select_cases(suites, args.seed, args.cases, args.quick, args.limit)
+    if args.espeak_share and args.seed is None:
+        print("microturn bench: --espeak-share applies to generated cases: give --seed too", file=sys.stderr)
+        return 2
+    cases = select_cases(suites, args.seed, args.cases, args.quick, args.limit, args.espeak_share)
     if args.save_cases is not None:
         for suite, items in cases.items():
             save_cases(items, args.save_cases / f"{suite}.json")
