@@ -129,10 +129,6 @@ def rep_metrics(runs: Sequence[ClipRun]) -> dict[str, Any]:
     }
 
 
-def _answers(event: VideoEvent) -> str:
-    return event.value
-
-
 def _matches(scene: str, answer: str, event: VideoEvent) -> bool:
     if event.kind not in EVENT_KINDS[scene]:
         return False

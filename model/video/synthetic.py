@@ -56,6 +56,7 @@ MAX_REP_S = 3.0  # s: the slowest
 DEFAULT_FPS = 15.0  # frames/s: what the fake camera plays; the media node samples ~10 of them a second
 DEFAULT_SIZE = (320, 240)  # (width, height) px: a small webcam; the media node downscales to 160x120
 REFERENCE_WIDTH = 160  # px: sizes below are tuned at this width and scaled with the clip's width
+CONTRAST = 110.0  # RGB distance at which a figure or object stands out from its background
 SHAKE_PX = 0.5  # px at REFERENCE_WIDTH: how far a jolt of the camera moves the picture at most
 
 
@@ -202,11 +203,6 @@ def shade(name: str, split: str, rng: np.random.Generator) -> tuple[float, float
     (s0, s1), (v0, v1) = _SHADES[split]
     rgb = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(s0, s1), rng.uniform(v0, v1))
     return (rgb[0] * 255, rgb[1] * 255, rgb[2] * 255)
-
-
-def _luma(rgb: Iterable[float]) -> float:
-    r, g, b = rgb
-    return 0.299 * r + 0.587 * g + 0.114 * b
 
 
 def _distance(a: Iterable[float], b: Iterable[float]) -> float:
@@ -486,34 +482,27 @@ def _background(rng: np.random.Generator, split: str, style: str, width: int, he
     return np.clip(canvas, 0, 255).astype(np.float32)
 
 
-def _contrasting(
-    rng: np.random.Generator, split: str, against: tuple[float, ...], avoid: tuple[str, ...] = ()
-) -> tuple[float, float, float]:
-    """A named shade that stands out from ``against`` (the background's mean colour)."""
-    names = [n for n in NAMED_COLOURS if n not in avoid]
-    best: tuple[float, float, float] = shade(names[0], split, rng)
-    for _ in range(20):
-        colour = shade(str(rng.choice(names)), split, rng)
-        if _distance(colour, against) > 110:
-            return colour
-        if _distance(colour, against) > _distance(best, against):
-            best = colour
-    return best
-
-
 def _named_contrasting(
     rng: np.random.Generator, split: str, against: tuple[float, ...], avoid: tuple[str, ...] = ()
 ) -> tuple[str, tuple[float, float, float]]:
+    """A named colour and a shade of it that stands out from ``against`` (the background's mean colour):
+    the first of 20 draws far enough from it, else the farthest."""
     names = [n for n in NAMED_COLOURS if n not in avoid]
     best = (names[0], shade(names[0], split, rng))
     for _ in range(20):
         name = str(rng.choice(names))
         colour = shade(name, split, rng)
-        if _distance(colour, against) > 110:
+        if _distance(colour, against) > CONTRAST:
             return name, colour
         if _distance(colour, against) > _distance(best[1], against):
             best = (name, colour)
     return best
+
+
+def _contrasting(
+    rng: np.random.Generator, split: str, against: tuple[float, ...], avoid: tuple[str, ...] = ()
+) -> tuple[float, float, float]:
+    return _named_contrasting(rng, split, against, avoid)[1]
 
 
 # -- exercise clips --------------------------------------------------------------------------------------
