@@ -118,6 +118,7 @@ class InteractionConfig:
     pin_budget: int = 192  # pinned tokens kept beyond the window, newest first (instructions, typed text)
     max_offset: int = 48  # tokens: later offsets within one tick share the last offset embedding
     rope_base: float = 10_000.0  # rotary base; period of the slowest pair ~ 2 pi * base micro-turns
+    copy_dim: int = 64  # query/key width of the copy head (even: it is rotary too)
     dropout: float = 0.0  # synthetic data is unlimited: regularise with more data, not dropout
     crop: int = 768  # tokens per training sequence (plus the pinned tokens from before it)
     utterance_gap: int = 8  # micro-turns (1.6 s) without a recognised word end a spoken utterance
@@ -147,7 +148,15 @@ def preset(name: str, **overrides: Any) -> InteractionConfig:
     """Named shapes: ``tiny`` (tests, seconds), ``small`` (2 CPU cores, <= 60 min), ``gpu`` (bigger)."""
     presets = {
         "tiny": InteractionConfig(
-            n_buckets=256, d_model=64, n_layers=2, n_heads=2, d_ff=256, window=64, pin_budget=32, crop=256
+            n_buckets=256,
+            d_model=64,
+            n_layers=2,
+            n_heads=2,
+            d_ff=256,
+            window=64,
+            pin_budget=32,
+            crop=256,
+            copy_dim=32,
         ),
         "small": InteractionConfig(),
         "gpu": InteractionConfig(  # ~12 M parameters: still <= 25 MB in fp16
@@ -176,6 +185,9 @@ def word_bucket(word: str, n_buckets: int) -> int:
     return int.from_bytes(digest, "little") % n_buckets
 
 
+N_SPECIAL = 1 + len(SPECIAL_TOKENS)  # <pad> and the tokens of model/ticks.py: ids below this are not words
+
+
 class Vocab:
     """``<pad>``, the special tokens of :mod:`model.ticks`, known words, then ``n_buckets`` hash buckets."""
 
@@ -186,6 +198,7 @@ class Vocab:
         self.tokens: list[str] = [*specials, *words]  # id -> token, buckets excluded
         self.ids: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
         self.n_special = len(specials)
+        assert self.n_special == N_SPECIAL
         self.n_buckets = n_buckets
         self.bucket_base = len(self.tokens)  # first bucket id
         self.size = self.bucket_base + n_buckets
@@ -491,6 +504,50 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)), kv
 
 
+class CopyHead(nn.Module):
+    """A pointer to a word the model can see: how "say breathe" or a cue's meaning is learned fast.
+
+    Tied embeddings alone can copy (attend to the word, emit its id), but only once an induction-like
+    circuit has formed, and until then the copy targets teach next to nothing: the first checkpoint
+    trained without this head said "week" for every word after 6.7 M tokens. This head's attention is
+    trained directly by *which visible token carries the target id*. A "generate" slot, scored from the
+    query alone, hands the rest of the probability to the tied-embedding softmax::
+
+        P(y) = p_generate * softmax(h E^T)(y) + sum over visible word tokens j with id_j = y of p_j
+
+    Keys are the final hidden states of word tokens (not specials), rotary over micro-turn indices, under
+    the same window-and-pins mask as the attention, so streaming stays exact.
+    """
+
+    def __init__(self, cfg: InteractionConfig) -> None:
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(cfg.copy_dim)
+        self.query = nn.Linear(cfg.d_model, cfg.copy_dim, bias=False)
+        self.key = nn.Linear(cfg.d_model, cfg.copy_dim, bias=False)
+        self.generate = nn.Linear(cfg.d_model, 1)  # score of the generate slot
+        self.rotary = Rotary(cfg.copy_dim, cfg.rope_base)
+
+    def _rotated(self, proj: nn.Linear, h: Tensor, pos: Tensor) -> Tensor:
+        cos, sin = self.rotary(pos)  # [B, 1, T, dc / 2]
+        return rotate(proj(h)[:, None], cos, sin)[:, 0]  # [B, T, dc]
+
+    def keys(self, h: Tensor, pos: Tensor) -> Tensor:
+        """h [B, T, D], pos [B, T] -> copy keys [B, T, dc]."""
+        return self._rotated(self.key, h, pos)
+
+    def weights(self, h: Tensor, pos: Tensor, keys: Tensor, key_ids: Tensor, mask: Tensor) -> Tensor:
+        """h [B, Tq, D], pos [B, Tq], keys [B, S, dc], key_ids [B, S], mask [B, 1, Tq, S]
+        -> [B, Tq, S + 1]: probability of copying each key's token, and (last) of generating."""
+        q = self._rotated(self.query, h, pos)  # [B, Tq, dc]
+        scores = (q @ keys.transpose(1, 2)) * self.scale  # [B, Tq, S]
+        visible = mask[:, 0] & (key_ids >= N_SPECIAL)[:, None, :]
+        scores = scores.masked_fill(~visible, float("-inf"))
+        return torch.softmax(torch.cat([scores, self.generate(h)], dim=-1), dim=-1)
+
+
+CopyState = tuple[Tensor, Tensor]  # copy keys [B, S, dc] and token ids [B, S] of earlier tokens
+
+
 class InteractionNet(nn.Module):
     def __init__(self, cfg: InteractionConfig, vocab_size: int) -> None:
         super().__init__()
@@ -500,6 +557,7 @@ class InteractionNet(nn.Module):
         self.rotary = Rotary(cfg.head_dim, cfg.rope_base)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
+        self.copy = CopyHead(cfg)
         self.apply(self._init)
         # Residual branches scaled down with depth, so the stream starts near the embedding.
         for name, p in self.named_parameters():
@@ -532,8 +590,31 @@ class InteractionNet(nn.Module):
         return self.norm(x), new_kv
 
     def logits(self, h: Tensor) -> Tensor:
-        """[..., D] -> [..., V] through the tied embedding."""
+        """[..., D] -> [..., V] through the tied embedding (the generate part of the output)."""
         return h @ self.tok_emb.weight.t()
+
+    def forward(
+        self,
+        tokens: Tensor,
+        pos: Tensor,
+        offset: Tensor,
+        mask: Tensor,
+        past: Sequence[KV] | None = None,
+        past_copy: CopyState | None = None,
+    ) -> tuple[Tensor, list[KV], Tensor]:
+        """Log-probabilities of the next token at every position [B, T, V], each layer's keys/values of
+        these T tokens, and their copy keys [B, T, dc]. ``past``/``past_copy``: the S earlier tokens."""
+        h, new_kv = self.hidden(tokens, pos, offset, mask, past)  # [B, T, D]
+        ck = self.copy.keys(h, pos)  # [B, T, dc]
+        keys, ids = (
+            (ck, tokens)
+            if past_copy is None
+            else (torch.cat([past_copy[0], ck], 1), torch.cat([past_copy[1], tokens], 1))
+        )
+        p = self.copy.weights(h, pos, keys, ids, mask)  # [B, T, S + T + 1]
+        probs = torch.softmax(self.logits(h), dim=-1) * p[..., -1:]  # [B, T, V]
+        probs = probs.scatter_add(-1, ids[:, None, :].expand(-1, h.shape[1], -1), p[..., :-1])
+        return probs.clamp_min(1e-30).log(), new_kv, ck
 
 
 def n_params(net: nn.Module) -> int:
@@ -607,6 +688,8 @@ class SessionStream:
         self.capacity = cfg.window + cfg.pin_budget + CACHE_SLACK
         self._k = torch.zeros((cfg.n_layers, cfg.n_heads, self.capacity, cfg.head_dim), device=device)
         self._v = torch.zeros_like(self._k)  # [L, H, capacity, hd] each; keys are stored rotated
+        self._ck = torch.zeros((self.capacity, cfg.copy_dim), device=device)  # copy-head keys
+        self._ids = torch.zeros(self.capacity, dtype=torch.long, device=device)  # token ids
         self._gidx = torch.zeros(self.capacity, dtype=torch.long, device=device)  # ascending
         self._pinned = torch.zeros(self.capacity, dtype=torch.bool, device=device)
         self._pos = torch.zeros(self.capacity, dtype=torch.long, device=device)  # for pin(ticks=...)
@@ -624,6 +707,14 @@ class SessionStream:
     @property
     def v(self) -> Tensor:
         return self._v[:, :, : self.length]
+
+    @property
+    def copy_keys(self) -> Tensor:
+        return self._ck[: self.length]
+
+    @property
+    def ids(self) -> Tensor:
+        return self._ids[: self.length]
 
     @property
     def gidx(self) -> Tensor:
@@ -673,8 +764,8 @@ class SessionStream:
                 tok.pinned = True
         self.pinned[self.pos >= first] = True
 
-    def append(self, toks: Sequence[Token], k: Tensor, v: Tensor) -> None:
-        """Add fed tokens (k, v [L, H, n, hd]); make room first if the buffers are full."""
+    def append(self, toks: Sequence[Token], k: Tensor, v: Tensor, ck: Tensor) -> None:
+        """Add fed tokens (k, v [L, H, n, hd], copy keys [n, dc]); make room first if the buffers are full."""
         n = len(toks)
         if self.length + n > self.capacity:
             self._evict(toks[-1].gidx)
@@ -683,11 +774,13 @@ class SessionStream:
         end = self.length + n
         self._k[:, :, self.length : end] = k
         self._v[:, :, self.length : end] = v
-        meta = torch.tensor([[t.gidx, t.pinned, t.pos] for t in toks], dtype=torch.long)  # [n, 3]
+        self._ck[self.length : end] = ck
+        meta = torch.tensor([[t.gidx, t.pinned, t.pos, t.id] for t in toks], dtype=torch.long)  # [n, 4]
         meta = meta.to(self._gidx.device)
         self._gidx[self.length : end] = meta[:, 0]
         self._pinned[self.length : end] = meta[:, 1].bool()
         self._pos[self.length : end] = meta[:, 2]
+        self._ids[self.length : end] = meta[:, 3]
         self.length = end
 
     def _evict(self, last: int) -> None:
@@ -704,6 +797,7 @@ class SessionStream:
         m = int(keep.numel())
         self._k[:, :, :m] = self._k[:, :, keep]
         self._v[:, :, :m] = self._v[:, :, keep]
+        self._ck[:m], self._ids[:m] = self.copy_keys[keep], self.ids[keep]
         self._gidx[:m], self._pinned[:m], self._pos[:m] = self.gidx[keep], self.pinned[keep], self.pos[keep]
         self.length = m
 
@@ -714,6 +808,7 @@ class SessionStream:
             return torch.cat([buf, buf.new_zeros(shape)], dim=dim)
 
         self._k, self._v = grown(self._k, 2), grown(self._v, 2)
+        self._ck, self._ids = grown(self._ck, 0), grown(self._ids, 0)
         self._gidx, self._pinned, self._pos = (
             grown(self._gidx, 0),
             grown(self._pinned, 0),
@@ -763,7 +858,8 @@ class TickModel:
 
     @torch.no_grad()
     def feed(self, sessions: Sequence[SessionStream]) -> list[Tensor]:
-        """Run one batched forward over each session's pending tokens; return their logits ([n_b, V] each).
+        """Run one batched forward over each session's pending tokens; return the log-probabilities of
+        the next token after each of them ([n_b, V] per session).
 
         The KV caches of the sessions are laid out left-padded, new tokens right-padded::
 
@@ -796,22 +892,27 @@ class TickModel:
         )
         k_gidx = -FAR_GIDX + torch.arange(s_max, device=dev).repeat(b, 1)  # [B, S]; left padding far before
         k_pinned = torch.zeros((b, s_max), dtype=torch.bool, device=dev)
+        k_ids = torch.full((b, s_max), self.vocab.pad_id, dtype=torch.long, device=dev)  # pads: never copied
         if b == 1:  # one session: its cache as is, no copy
             past_k, past_v = sessions[0].k[:, None], sessions[0].v[:, None]  # [L, 1, H, S, hd]
+            past_ck = sessions[0].copy_keys[None]  # [1, S, dc]
         else:
             kv_shape = (cfg.n_layers, b, cfg.n_heads, s_max, cfg.head_dim)
             past_k = torch.empty(kv_shape, device=dev)  # [L, B, H, S, hd]
             past_v = torch.empty(kv_shape, device=dev)
+            past_ck = torch.zeros((b, s_max, cfg.copy_dim), device=dev)  # [B, S, dc]
         for i, s in enumerate(sessions):
             c = s.cache_len
             k_gidx[i, s_max - c :] = s.gidx
             k_pinned[i, s_max - c :] = s.pinned
+            k_ids[i, s_max - c :] = s.ids
             if b > 1:
                 # Padding is masked out, but must be finite: -inf weights times NaN would still be NaN.
                 past_k[:, i, :, : s_max - c] = 0.0
                 past_v[:, i, :, : s_max - c] = 0.0
                 past_k[:, i, :, s_max - c :] = s.k
                 past_v[:, i, :, s_max - c :] = s.v
+                past_ck[i, s_max - c :] = s.copy_keys
         mask = attention_mask(
             q_gidx,
             torch.cat([k_gidx, q_gidx], dim=1),
@@ -820,25 +921,25 @@ class TickModel:
             cfg.pin_budget,
         )  # [B, 1, N, S + N]
         past = [(past_k[layer], past_v[layer]) for layer in range(cfg.n_layers)]
-        h, new_kv = self.net.hidden(tokens, pos, offset, mask, past)  # [B, N, D]
+        logp, new_kv, ck = self.net(tokens, pos, offset, mask, past, (past_ck, k_ids))  # [B, N, V]
         new_k = torch.stack([kv[0] for kv in new_kv])  # [L, B, H, N, hd]
         new_v = torch.stack([kv[1] for kv in new_kv])
         out = []
         for i, (s, chunk) in enumerate(zip(sessions, chunks, strict=True)):
             m = len(chunk)
-            s.append(chunk, new_k[:, i, :, :m], new_v[:, i, :, :m])
+            s.append(chunk, new_k[:, i, :, :m], new_v[:, i, :, :m], ck[i, :m])
             s.pending = []
-            out.append(self.net.logits(h[i, :m]))  # [m, V]
+            out.append(logp[i, :m])  # [m, V]
             self.timing.max_cache = max(self.timing.max_cache, s.cache_len)
         self.timing.forwards += 1
         self.timing.tokens += sum(len(c) for c in chunks)
         return out
 
-    def _choose(self, sessions: Sequence[SessionStream], logits: Sequence[Tensor], n_words: int) -> list[int]:
-        """Greedy next output token of each session (from the logits of its last fed token) among those
-        that make sense here: an action right after <act>; then words the session can say (known words,
-        buckets it heard a word in), and <end> once there is a word. One argmax for the whole batch."""
-        last = torch.stack([lg[-1] for lg in logits])  # [B, V]
+    def _choose(self, sessions: Sequence[SessionStream], logp: Sequence[Tensor], n_words: int) -> list[int]:
+        """Greedy next output token of each session (from the log-probabilities after its last fed token)
+        among those that make sense here: an action right after <act>; then words the session can say
+        (known words, buckets it heard a word in), and <end> once there is a word. One batched argmax."""
+        last = torch.stack([lp[-1] for lp in logp])  # [B, V]
         if n_words < 0:
             allowed = self._act_mask.expand_as(last)
         else:

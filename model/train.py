@@ -215,11 +215,18 @@ def loss_of(net: InteractionNet, batch: Batch) -> Tensor:
     cfg = net.cfg
     mask = attention_mask(batch.gidx, batch.gidx, batch.pinned, cfg.window, cfg.pin_budget)  # [B, 1, T, T]
     h, _ = net.hidden(batch.tokens, batch.pos, batch.offset, mask)  # [B, T, D]
-    sel = batch.weights > 0
-    logits = net.logits(h[sel])  # [M, V]: only where there is a target, the head is most of the cost
-    ce = F.cross_entropy(logits, batch.targets[sel], reduction="none")  # [M]
+    # The same mixture as InteractionNet.forward, but only the target's probability and only where there
+    # is a target: the full [B, T, V] distribution would be most of the cost.
+    sel = batch.weights > 0  # [B, T]
+    keys = net.copy.keys(h, batch.pos)  # [B, T, dc]
+    p = net.copy.weights(h, batch.pos, keys, batch.tokens, mask)[sel]  # [M, T + 1]
+    y = batch.targets[sel]  # [M]
+    key_ids = batch.tokens[sel.nonzero()[:, 0]]  # [M, T]: the tokens each target's row can copy
+    copied = (p[:, :-1] * (key_ids == y[:, None])).sum(-1)  # [M]
+    generated = p[:, -1] * F.log_softmax(net.logits(h[sel]), dim=-1).gather(-1, y[:, None])[:, 0].exp()
+    nll = -(copied + generated).clamp_min(1e-9).log()  # [M]
     w = batch.weights[sel]
-    return (ce * w).sum() / w.sum()
+    return (nll * w).sum() / w.sum()
 
 
 class Crops:

@@ -9,7 +9,20 @@ echo "==> ruff"
 echo "==> mypy"
 .venv/bin/mypy
 echo "==> pytest"
-.venv/bin/pytest "$@"
+if [ "$#" -gt 0 ]; then
+    .venv/bin/pytest "$@"
+else
+    # One pytest process per test file: every in-process node loads its own LLM and recognisers, and one
+    # process for the whole suite grew past this machine's 24 GB before its end (killed by the OOM killer).
+    failed=()
+    for file in tests/test_*.py; do
+        .venv/bin/pytest -q "$file" || failed+=("$file")
+    done
+    if [ "${#failed[@]}" -gt 0 ]; then
+        echo "==> pytest failed in: ${failed[*]}"
+        exit 1
+    fi
+fi
 echo "==> benchmark smoke runs (--quick: they check that measuring works, not the numbers)"
 .venv/bin/python -m bench.latency --quick
 .venv/bin/python -m bench.background --quick

@@ -36,7 +36,10 @@ from model.train import (
     DataSource,
     TrainSettings,
     behaviour,
+    crop_indices,
+    loss_of,
     main,
+    make_batch,
     match_events,
     run_sessions,
     schedule_scenario,
@@ -78,7 +81,7 @@ def mixed_scenario() -> Scenario:
 
 
 def full_forward_logits(model: TickModel, scenario: Scenario) -> torch.Tensor:
-    """Logits of every token of the scenario from one forward over the whole sequence: [N, V]."""
+    """Log-probabilities after every token of the scenario, from one forward over the whole sequence."""
     enc = encode_scenario(scenario, model.vocab, model.cfg)
     ids, pos, off = (torch.from_numpy(a)[None] for a in (enc.ids, enc.pos, enc.offset))
     gidx = torch.arange(len(enc))[None]
@@ -86,8 +89,7 @@ def full_forward_logits(model: TickModel, scenario: Scenario) -> torch.Tensor:
         gidx, gidx, torch.from_numpy(enc.pinned)[None], model.cfg.window, model.cfg.pin_budget
     )
     with torch.no_grad():
-        h, _ = model.net.hidden(ids, pos, off, mask)
-        return model.net.logits(h[0])
+        return model.net(ids, pos, off, mask)[0][0]  # [N, V]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -240,6 +242,20 @@ def test_step_decides_what_the_full_forward_predicts() -> None:
     assert len(at_act) == len(scenario)
     chosen = act_ids[full[torch.from_numpy(at_act)][:, act_ids].argmax(-1)]
     assert chosen.tolist() == [model.vocab.act_ids[o.act] for o in outputs]
+
+
+def test_training_loss_is_the_nll_of_the_full_mixture() -> None:
+    """loss_of (only the targets' probabilities) = the mean NLL of InteractionNet.forward at the targets."""
+    cfg = preset("tiny", window=16, pin_budget=5)
+    model = random_model(cfg, seed=2)
+    enc = encode_scenario(mixed_scenario(), model.vocab, cfg)
+    batch = make_batch([(enc, *crop_indices(enc, 0, cfg, 0))], model.vocab, 1.0, [0])
+    with torch.no_grad():
+        loss = loss_of(model.net, batch)
+    full = full_forward_logits(model, mixed_scenario())[: batch.tokens.shape[1]]  # [T, V]
+    sel = batch.weights[0] > 0
+    want = -full[sel].gather(-1, batch.targets[0][sel][:, None]).mean()
+    torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------------
