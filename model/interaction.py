@@ -18,8 +18,9 @@ say breathe" is in its own past output). Three choices make it fit a 200 ms loop
   cache keeps exactly what the mask can reach), so a 30-minute session steps at a constant cost and
   streaming reproduces the training-time computation exactly.
 - **Copy through hash buckets.** Words outside the known vocabulary share ``n_buckets`` hash buckets.
-  Input and output embeddings are tied, so repeating a word the user said is "attend to it and emit the
-  same id"; the session remembers which word it last heard in each bucket, and that is the word said.
+  Input and output embeddings are tied, and a pointer head (:class:`CopyHead`) puts probability on the
+  ids of the words the model can see, so repeating a word the user said is "point at it, emit its id";
+  the session remembers which word it last heard in each bucket, and that is the word said.
 
 Runtime API: :class:`TickModel` (``load``, ``new_session``, ``step``), one :class:`SessionStream` per
 session. Training lives in :mod:`model.train`.

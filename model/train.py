@@ -85,7 +85,7 @@ class TrainSettings:
 
 SETTINGS = {
     "tiny": TrainSettings(batch_size=8, lr=3e-3, warmup_steps=10, pool_size=64, val_count=16, loss_skip=32),
-    "small": TrainSettings(batch_size=16, lr=2e-3, warmup_steps=30, wait_weight=0.5),
+    "small": TrainSettings(batch_size=16, lr=2e-3, warmup_steps=30, val_count=32, wait_weight=0.5),
     "gpu": TrainSettings(batch_size=64, lr=1e-3, warmup_steps=100, pool_size=1024, val_count=128),
 }
 
@@ -523,6 +523,11 @@ def train(
         loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
         step += 1
         elapsed = time.monotonic() - started
+        # Time the validations still to come will take: the final one runs all sessions, twice those of
+        # a mid-run one (measured once there has been one; until then the budget's val_share).
+        mid_val_s = val_s / max(1, len(history) - 1) if len(history) > 1 else 0.0
+        left_vals = max(0, settings.val_times - len(history))
+        val_reserve_s = (left_vals + 2) * mid_val_s if mid_val_s else settings.val_share * (minutes or 0) * 60
         if (
             minutes is not None
             and total == unknown
@@ -530,9 +535,10 @@ def train(
         ):
             pace = sum(recent) / len(recent)
             decay_start = step
-            total = step + max(1, int((train_budget_s - (elapsed - val_s)) / pace))
+            left_s = minutes * 60 - elapsed - val_reserve_s
+            total = step + max(1, int(left_s / pace))
             say(f"cooldown from step {decay_start} to {total} ({pace * 1000:.0f} ms/step lately)")
-        if minutes is not None and step < total and elapsed > minutes * 60:
+        if minutes is not None and step < total and elapsed + 2 * mid_val_s > minutes * 60:
             # The box got slower than it was (it is shared): keep the deadline, cut the cooldown short.
             say(f"time is up at step {step} of {total}: stopping early")
             stopped_early, total = True, step
