@@ -8,7 +8,9 @@ endpoint and measures:
 - server CPU per connected session (from /proc, idle sessions streaming silence, and during the questions);
 - response latency: the Latency suite's spoken questions without impairment (bench/cases/latency.json),
   played, recorded and scored by the suite's runner (end of the user's speech -> first audible agent
-  audio at the client). ``microturn bench latency`` measures the same under packet loss and jitter.
+  audio at the client). ``microturn bench latency`` measures the same under packet loss and jitter;
+- ticks on time with two sessions talking at once: the questions again, two at a time, and the share of
+  the node's ticks whose batch came back within the 200 ms micro-turn (its /metrics counters).
 
     .venv/bin/python -m bench.latency            # full set
     .venv/bin/python -m bench.latency --quick    # smoke set (CI)
@@ -33,7 +35,7 @@ import aiohttp
 from bench.suite.cases import CASES_DIR, Case, Network, load_cases
 from bench.suite.runner import analyse, case_audio, run_case
 from bench.suite.scoring import score_latency
-from bench.suite.server import ROOT, serve_model
+from bench.suite.server import ROOT, scrape_node, serve_model
 from bench.suite.server import free_port as free_port  # re-exported: bench/background.py imports them here
 from bench.suite.server import wait_healthy as wait_healthy
 from service.client import AgentClient
@@ -53,9 +55,19 @@ class ModelResult:
     cpu_idle_node: float = 0.0  # cores, no session
     cpu_per_idle_session: float = 0.0  # cores per connected session streaming silence
     cpu_talking_session: float = 0.0  # cores while one session asks questions and is answered
+    concurrent_ticks: float = 0.0  # node ticks while two sessions ask questions at once
+    concurrent_misses: float = 0.0  # of those, batches back later than one micro-turn
+
+    @property
+    def concurrent_on_time(self) -> float:
+        return 1.0 - self.concurrent_misses / self.concurrent_ticks if self.concurrent_ticks else float("nan")
 
     def summary(self) -> dict[str, Any]:
-        return {"latency_ms": percentiles(self.latencies_ms), **asdict(self)}
+        return {
+            "latency_ms": percentiles(self.latencies_ms),
+            "concurrent_on_time": self.concurrent_on_time,
+            **asdict(self),
+        }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -98,6 +110,23 @@ async def bench_model(model: str, questions: list[Case], progress: str) -> Model
                 result.misses += 1
         result.cpu_talking_session = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - t0)
 
+        # Two sessions at once, each playing one question, pair after pair: the tick must keep its 200 ms.
+        pairs = [questions[i : i + 2] for i in range(0, len(questions) - 1, 2)]
+        audio = {id(c): await asyncio.to_thread(case_audio, c) for pair in pairs for c in pair}
+        before, _ = await scrape_node(url)
+        for pair in pairs:
+            await asyncio.gather(*(run_case(url, c, Network(), audio[id(c)]) for c in pair))
+        after, _ = await scrape_node(url)
+        result.concurrent_ticks = after["microturn_ticks_total"] - before["microturn_ticks_total"]
+        result.concurrent_misses = (
+            after["microturn_deadline_misses_total"] - before["microturn_deadline_misses_total"]
+        )
+        print(
+            f"  {progress} {model}: {len(pairs)} pairs of concurrent sessions, "
+            f"{result.concurrent_on_time:.1%} of {result.concurrent_ticks:.0f} ticks on time",
+            flush=True,
+        )
+
         async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as resp:
             result.step_ms = (await resp.json())["worker"]["step_ms"]
     return result
@@ -106,8 +135,8 @@ async def bench_model(model: str, questions: list[Case], progress: str) -> Model
 def markdown(results: list[ModelResult]) -> str:
     rows = [
         "| model | answered | latency p50 (ms) | latency p95 (ms) | step p50 / p95 / max (ms) "
-        "| CPU idle session (cores) | CPU talking session (cores) |",
-        "|---|---|---|---|---|---|---|",
+        "| CPU idle session (cores) | CPU talking session (cores) | ticks on time, 2 sessions |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lat = percentiles(r.latencies_ms)
@@ -117,7 +146,8 @@ def markdown(results: list[ModelResult]) -> str:
             f"| {lat.get('p95', float('nan')):.0f} "
             f"| {r.step_ms.get('p50', 0):.1f} / {r.step_ms.get('p95', 0):.1f} "
             f"/ {r.step_ms.get('max', 0):.1f} "
-            f"| {r.cpu_per_idle_session:.2f} | {r.cpu_talking_session:.2f} |"
+            f"| {r.cpu_per_idle_session:.2f} | {r.cpu_talking_session:.2f} "
+            f"| {r.concurrent_on_time:.1%} of {r.concurrent_ticks:.0f} |"
         )
     return "\n".join(rows)
 

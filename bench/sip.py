@@ -30,10 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 
 from bench.latency import cpu_seconds, free_port, wait_healthy
+from bench.suite.server import scrape_node
 from model.tts import FliteSynthesizer
 from service.microturn import SAMPLE_RATE
 from service.sip import g711
@@ -107,20 +107,6 @@ def rfc3550_jitter(arrivals: list[float], timestamps: list[int], rate: int = g71
     return j * 1000 / rate
 
 
-async def scrape(url: str) -> tuple[dict[str, float], dict[str, Any]]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/metrics") as resp:
-            text = await resp.text()
-        async with http.get(f"{url}/healthz") as resp:
-            health = await resp.json()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values, health
-
-
 async def run_step(url: str, pid: int, sip_port: int, calls: int, seconds: float, pcap: Path) -> StepResult:
     result = StepResult(calls=calls, seconds=seconds)
     work = Path(tempfile.mkdtemp(prefix="bench-sip-"))
@@ -130,7 +116,7 @@ async def run_step(url: str, pid: int, sip_port: int, calls: int, seconds: float
         scenario, f"127.0.0.1:{sip_port}", free_udp_port(), media_port, calls=calls, rate=CALL_RATE,
         timeout_s=seconds + 60,
     )  # fmt: skip
-    before, _ = await scrape(url)
+    before, _ = await scrape_node(url)
     idle0, t0 = cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(2.0)
     result.cpu_node_idle = (cpu_seconds(pid) - idle0) / (time.monotonic() - t0)
@@ -141,7 +127,7 @@ async def run_step(url: str, pid: int, sip_port: int, calls: int, seconds: float
         await asyncio.sleep(max(1.0, seconds - calls / CALL_RATE - SETTLE - 1.0))
         result.cpu_all_calls = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
         outcome = await sipp
-    after, health = await scrape(url)
+    after, health = await scrape_node(url)
     result.completed = calls if outcome.returncode == 0 else _completed(outcome.output)
     result.ticks = after["microturn_ticks_total"] - before["microturn_ticks_total"]
     result.deadline_misses = (

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -70,3 +71,18 @@ def serve_model(
 ) -> contextlib.AbstractAsyncContextManager[ServerProcess]:
     """A ``microturn serve --model MODEL`` node of its own."""
     return server_process("service.cli", "--log-level", log_level, "serve", "--model", model, *extra)
+
+
+async def scrape_node(url: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """A node's Prometheus counters (/metrics, name with labels -> value) and its /healthz JSON."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/metrics") as resp:
+            text = await resp.text()
+        async with http.get(f"{url}/healthz") as resp:
+            health = await resp.json()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values, health
