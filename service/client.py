@@ -1,8 +1,9 @@
 """A reference client of the microturn protocol (aiortc): what tests and benchmarks connect with.
 
-It does what a browser does -- offers audio sendrecv plus an ``events`` data channel, waits for ICE
-gathering, POSTs the offer -- then plays PCM into its microphone track in real time and records the
-agent's audio and events with client-side arrival times, so latency is measured where a user hears it.
+It does what a browser does -- offers audio sendrecv (and, with a :class:`CameraTrack`, video sendonly)
+plus an ``events`` data channel, waits for ICE gathering, POSTs the offer -- then plays PCM into its
+microphone track and numpy frames into its camera track in real time, and records the agent's audio and
+events with client-side arrival times, so latency is measured where a user hears it.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import aiohttp
 import av
 import numpy as np
+import numpy.typing as npt
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
@@ -26,6 +30,9 @@ from service.microturn import SAMPLE_RATE, PcmArray
 from service.output_track import OutputAudioTrack
 
 AUDIBLE_DBFS = -45.0  # a 20 ms frame louder than this counts as agent speech (Opus silence is ~-90)
+VIDEO_CLOCK_RATE = 90_000  # Hz: the RTP clock of video (RFC 3551); aiortc's encoders read pts in it
+
+RgbFrame = npt.NDArray[np.uint8]  # [H, W, 3]
 
 
 class SignallingError(Exception):
@@ -82,16 +89,72 @@ async def decoded_audio(track: MediaStreamTrack) -> AsyncIterator[tuple[float, P
             yield arrival, pcm
 
 
+class CameraTrack(MediaStreamTrack):
+    """A camera playing numpy RGB frames in real time, one every ``1 / fps`` s of the wall clock.
+
+    Like a real camera it never pauses: before a clip is shown (:meth:`play`) it sends ``still``, after
+    the clip its last frame. A frame is the clip's frame due at the tick it goes out, so a slow event loop
+    drops frames (as a busy camera pipeline does) instead of playing the clip slower than real time.
+    """
+
+    kind = "video"
+
+    def __init__(self, fps: float, still: RgbFrame) -> None:
+        super().__init__()
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.fps = fps
+        self.frames_sent = 0
+        self._still = still
+        self._clip: Sequence[RgbFrame] = ()
+        self._clip_at = math.inf  # client time the clip's first frame is due
+        self._start: float | None = None  # client time of tick 0
+        self._tick = 0
+
+    def play(self, frames: Sequence[RgbFrame], at: float) -> None:
+        """Show ``frames`` from client time ``at`` (frame ``i`` at ``at + i / fps``), then hold the last."""
+        if not frames:
+            raise ValueError("a clip needs at least one frame")
+        self._clip, self._clip_at = frames, at
+
+    def frame_at(self, t: float) -> RgbFrame:
+        """What the camera shows at client time ``t``."""
+        if t < self._clip_at:
+            return self._still
+        i = math.floor((t - self._clip_at) * self.fps + 1e-6)  # 1e-6: a tick exactly on a frame shows it
+        return self._clip[min(i, len(self._clip) - 1)]
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        # Ticks missed while the loop was busy are skipped, not sent late in a burst.
+        self._tick = max(self._tick, math.floor((now - self._start) * self.fps))
+        due = self._start + self._tick / self.fps
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(self.frame_at(due)), format="rgb24")
+        frame.pts = round(self._tick * VIDEO_CLOCK_RATE / self.fps)
+        frame.time_base = Fraction(1, VIDEO_CLOCK_RATE)
+        self._tick += 1
+        self.frames_sent += 1
+        return frame
+
+
 class AgentClient:
     """One session with a microturn node. Times are ``time.monotonic()`` of this process."""
 
-    def __init__(self, base_url: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, base_url: str, headers: Mapping[str, str] | None = None, camera: CameraTrack | None = None
+    ) -> None:
         """``headers`` go with the offer: ``Authorization`` for a node with an API key, ``Origin`` to act
-        as a web page."""
+        as a web page. ``camera``: send video too (a browser with its camera on)."""
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
         self.pc = RTCPeerConnection()
         self.microphone = OutputAudioTrack()  # paces 20 ms frames of whatever we enqueue, else silence
+        self.camera = camera
         self.received = ReceivedAudio()
         self.events: list[tuple[float, dict[str, Any]]] = []
         self.location: str | None = None
@@ -101,6 +164,8 @@ class AgentClient:
 
     async def connect(self, timeout: float = 20.0) -> None:
         self.pc.addTransceiver(self.microphone, direction="sendrecv")
+        if self.camera is not None:
+            self.pc.addTransceiver(self.camera, direction="sendonly")
         channel = self.pc.createDataChannel("events")
         channel.on("open", self._channel_open.set)
         channel.on("message", self._on_message)

@@ -16,6 +16,7 @@ from bench.suite.cases import CASES_DIR, SUITES, Case, by_suite, load_cases
 from bench.suite.generate import VISIBLE_SEED, generate
 from bench.suite.speech import FLITE_VOICES, audible, synthesize, word_span
 from model.asr import normalize_words
+from model.video.synthetic import make_clip
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +172,55 @@ def test_espeak_voice_is_the_harder_variant() -> None:
     assert pcm.dtype == np.int16 and len(pcm) > 8000
     cases = generate("turntaking", seed=2, count=3, espeak_share=1.0)
     assert {s.voice for c in cases for s in c.segments} == {"espeak:en-us"}
+
+
+@pytest.mark.parametrize("suite", ["repcount", "proactivevqa"])
+def test_video_cases_hold_the_clip_and_its_truth_in_case_time(
+    visible: dict[str, list[Case]], suite: str
+) -> None:
+    """The clip is the bench split's, from seeds clear of those the video features were tuned and checked
+    on; it starts after the instruction; the expectations are the clip's own truth, shifted to case time."""
+    for case in visible[suite]:
+        video = case.video
+        assert video is not None and video.split == "bench" and video.seed >= generate_module.CLIP_SEED_BASE
+        clip = make_clip(video.kind, seed=video.seed, split="bench", reps=video.reps, fps=video.fps)
+        assert clip.size == (video.width, video.height) and clip.duration == pytest.approx(
+            video.duration_s, abs=1e-3
+        )
+        instruction_end = case.tolerated_s[0][0]
+        assert video.start_s > instruction_end + 0.4
+        if suite == "repcount":
+            truth = [video.start_s + t for t in clip.rep_times]
+            assert [e.kind for e in case.expected] == ["rep"] * len(truth) and video.reps == len(truth)
+            assert [e.at_s for e in case.expected] == pytest.approx(truth, abs=2e-3)
+            assert generate_module.REPS_RANGE[0] <= len(truth) <= generate_module.REPS_RANGE[1]
+        else:
+            (e,) = case.expected
+            event = next(ev for ev in clip.events if e.at_s == pytest.approx(video.start_s + ev.t, abs=2e-3))
+            assert event.answer.split()[0] in " ".join(e.accepted)
+            assert e.window_s is not None and e.window_s[1] <= case.duration_s
+            assert all(ev.answer != event.answer for ev in clip.events if ev.t < event.t)  # its first time
+        assert case.duration_s >= max(e.at_s or 0.0 for e in case.expected) + 1.0
+
+
+def test_video_instruction_phrasings_are_not_training_phrasings() -> None:
+    """Held out in wording: the RepCount and ProactiveVideoQA instructions are none of the phrasings the
+    interaction model is trained to follow on video (model/scenarios.py VIDEO_TRAIN_PHRASINGS)."""
+    scenarios = importlib.import_module("model.scenarios")
+    trained = getattr(scenarios, "VIDEO_TRAIN_PHRASINGS", None)
+    if trained is None:
+        pytest.skip("model/scenarios.py has no VIDEO_TRAIN_PHRASINGS (yet): nothing to be disjoint from")
+    flat = [p for group in trained.values() for p in group] if isinstance(trained, dict) else list(trained)
+    training = {_phrasing(t) for t in flat}
+    ours = [
+        *generate_module.REPCOUNT_TEMPLATES,
+        *(
+            template
+            for templates in generate_module.PROACTIVE_TEMPLATES.values()
+            for template, _ in templates
+        ),
+    ]
+    for template in ours:
+        assert _phrasing(template) not in training, template
+        for name in generate_module.EXERCISE_NAMES.values():  # the exercise may be a slot there or not
+            assert _phrasing(template.replace("{exercise}", name)) not in training, template

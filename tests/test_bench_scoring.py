@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.suite.audio import AgentSegment, segments_from_levels, speech_span
-from bench.suite.cases import Case, Expectation, Network, Segment, Trigger
+from bench.suite.cases import Case, Expectation, Network, Segment, Trigger, Video
 from bench.suite.cli import rescore
 from bench.suite.report import CaseResult, Run, load_run, write
 from bench.suite.scoring import (
@@ -17,10 +17,15 @@ from bench.suite.scoring import (
     content_matches,
     score_cuespeak,
     score_latency,
+    score_proactivevqa,
+    score_repcount,
     score_timespeak,
     score_turntaking,
+    spoken_numbers,
     summarize_cuespeak,
     summarize_latency,
+    summarize_proactivevqa,
+    summarize_repcount,
     summarize_timespeak,
     summarize_turntaking,
     text_agreement,
@@ -367,3 +372,158 @@ def test_report_writes_json_table_and_time_lines(tmp_path: Path) -> None:
     again = rescore(path, tmp_path / "rescored", plots=False)
     assert json.loads(again.read_text())["summaries"] == data["summaries"]
     assert load_run(path).results["timespeak"]["model-a"][0].heard == heard_a
+
+
+# -- RepCount --------------------------------------------------------------------------------------------
+
+
+def repcount_case(*reps_s: float) -> Case:
+    """Count my reps: repetitions complete at ``reps_s``; the instruction ends at 2.0 s."""
+    return Case(
+        "rc-test",
+        "repcount",
+        "squats",
+        0,
+        "count my squats",
+        [Segment("count my squats", "slt", "instruction", start_s=0.5)],
+        [Expectation("rep", at_s=t, tolerance_s=1.0, accepted=[str(n)]) for n, t in enumerate(reps_s, 1)],
+        duration_s=reps_s[-1] + 3.0,
+        tolerated_s=[(2.0, 4.0)],
+        video=Video("squats", "bench", 7, 3.0, reps_s[-1], 15.0, 320, 240, reps=len(reps_s)),
+    )
+
+
+def test_spoken_numbers_reads_counts_not_chat() -> None:
+    assert spoken_numbers("three") == [3]
+    assert spoken_numbers("twenty one") == [21]
+    assert spoken_numbers("five six") == [5, 6]
+    assert spoken_numbers("and seven") == [7]
+    assert spoken_numbers("for") == [4] and spoken_numbers("to for") == [2, 4]  # homophones of a bare count
+    assert spoken_numbers("happy to help") == []  # "to" among other words is no two
+    assert spoken_numbers("sure i can count your squats for you out loud") == []
+    assert spoken_numbers("") == []
+
+
+def test_repcount_counts_in_time_final_count_mae_and_obo() -> None:
+    case = repcount_case(4.0, 6.0, 8.0, 10.0, 12.0)
+    agent = [
+        seg(2.5, 3.0, "okay"),  # acknowledgement: not a count
+        seg(4.3, 4.7, "one"),  # in time
+        seg(6.2, 6.6, "two"),  # in time
+        seg(7.5, 7.9, "three"),  # 0.5 s before its repetition
+        seg(11.4, 12.2, "four five"),  # four at 11.4 is 1.4 s late; five at 11.8 is before the 5th rep
+        seg(13.6, 14.0, "five"),  # said again: not a count of anything new
+    ]
+    score = score_repcount(case, Heard(user=[(0.5, 2.0)], agent=agent))
+    m = score.metrics
+    assert m["reps"] == 5 and m["predicted"] == 5 and m["abs_error"] == 0 and m["mae"] == 0.0 and m["obo"]
+    assert m["counts"] == 6 and m["counts_in_time"] == 2 and m["in_time"] == pytest.approx(2 / 6, abs=1e-3)
+    assert m["median_delay_s"] == pytest.approx(0.25)
+    assert labels(score) == [
+        "hit",
+        "hit",
+        "early",
+        "late",
+        "early",
+        "false_alarm",
+        "ignored",
+        "miss",
+        "miss",
+        "miss",
+    ]
+
+
+def test_repcount_silence_and_an_undercount() -> None:
+    case = repcount_case(4.0, 6.0, 8.0, 10.0)
+    silent = score_repcount(case, Heard(user=[(0.5, 2.0)], agent=[]))
+    assert (
+        silent.metrics["predicted"] == 0 and silent.metrics["mae"] == 1.0 and silent.metrics["obo"] is False
+    )
+    assert silent.metrics["in_time"] is None
+    short = score_repcount(
+        case,
+        Heard(user=[(0.5, 2.0)], agent=[seg(4.5, 4.9, "one"), seg(6.5, 6.9, "two"), seg(8.5, 8.9, "three")]),
+    )
+    assert short.metrics["predicted"] == 3 and short.metrics["mae"] == 0.25 and short.metrics["obo"] is True
+    summary = summarize_repcount([silent, short])
+    assert summary["mae"] == pytest.approx(0.625) and summary["obo"] == 0.5 and summary["exact"] == 0.0
+    assert summary["counts"] == 3 and summary["in_time"] == 1.0 and summary["reps_in_time"] == 0.375
+    assert summary["median_delay_s"] == 0.5
+
+
+def test_repcount_cross_check_reads_the_counts_from_response_text() -> None:
+    case = repcount_case(4.0, 6.0, 8.0)
+    agent = [seg(4.3, 4.7, "one", "One."), seg(6.3, 6.7, "q", "Two."), seg(8.3, 8.7, "three", "Three.")]
+    score = score_repcount(case, Heard(user=[(0.5, 2.0)], agent=agent))
+    m = score.metrics
+    assert m["predicted"] == 3 and m["counts"] == 2 and m["counts_in_time"] == 2  # "q" is no count
+    assert m["text_predicted"] == 3 and m["text_counts"] == 3 and m["text_counts_in_time"] == 3
+    summary = summarize_repcount([score])
+    assert summary["in_time"] == 1.0 and summary["reps_in_time"] == pytest.approx(2 / 3, abs=1e-3)
+    assert summary["text_obo"] == 1.0 and summary["text_in_time"] == 1.0
+
+
+# -- ProactiveVideoQA ------------------------------------------------------------------------------------
+
+
+def proactive_case(event_s: float = 8.0) -> Case:
+    """Tell me when the light turns red: it does at ``event_s``; the question ends at 2.0 s."""
+    return Case(
+        "pv-test",
+        "proactivevqa",
+        "light",
+        0,
+        "tell me when the light turns red",
+        [Segment("tell me when the light turns red", "slt", "instruction", start_s=0.5)],
+        [
+            Expectation(
+                "event", at_s=event_s, window_s=(event_s, event_s + 3.0), tolerance_s=3.0, accepted=["red"]
+            )
+        ],
+        duration_s=event_s + 4.0,
+        tolerated_s=[(2.0, 4.0)],
+        video=Video("light", "bench", 3, 2.5, 9.0, 15.0, 320, 240),
+    )
+
+
+def test_proactive_score_decays_with_delay_and_pays_for_false_alarms() -> None:
+    case = proactive_case()
+    user: list[tuple[float, float] | None] = [(0.5, 2.0)]
+
+    def score(*agent: AgentSegment) -> dict[str, object]:
+        return dict(score_proactivevqa(case, Heard(user=user, agent=list(agent))).metrics)
+
+    assert score(seg(8.4, 8.8, "red"))["score"] == 1.0  # within 0.5 s
+    assert score(seg(9.75, 10.1, "it is red now"))["score"] == 0.5  # halfway from 0.5 to 3 s
+    assert score(seg(11.2, 11.5, "red"))["score"] == 0.0  # too late: outside the window
+    wrong = score(seg(8.3, 8.6, "green"), seg(9.0, 9.3, "red"))  # the first answer counts
+    assert wrong["score"] == 0.0 and wrong["wrong"] is True and wrong["answered"] is False
+    ack = score(seg(2.5, 2.9, "okay"), seg(8.4, 8.8, "red"))  # one acknowledgement is free
+    assert ack["score"] == 1.0 and ack["false_alarms"] == 0
+    early = score(seg(2.5, 2.9, "okay"), seg(5.0, 5.4, "red"), seg(8.4, 8.8, "red"))
+    assert early["false_alarms"] == 1 and early["score"] == 0.5
+    spam = score(*(seg(t, t + 0.3, "red") for t in (3.0, 4.0, 5.0, 6.0, 8.2)))
+    assert spam["score"] == 0.0 and spam["false_alarms"] == 3  # 3.0 is the tolerated acknowledgement
+    assert score()["score"] == 0.0 and score()["answered"] is False
+
+
+def test_proactive_summary_and_report_rows(tmp_path: Path) -> None:
+    case = proactive_case()
+    run = Run(suites=["proactivevqa"], targets=["model-a"], cases={"proactivevqa": [case]})
+    heard = Heard(user=[(0.5, 2.0)], agent=[seg(8.4, 8.8, "red", "Red!")])
+    run.add(
+        "proactivevqa", CaseResult(case, "model-a", score_proactivevqa(case, heard), heard, "model-a", 12.0)
+    )
+    summary = summarize_proactivevqa([r.score for r in run.results["proactivevqa"]["model-a"]])
+    assert summary == {
+        "cases": 1,
+        "score": 1.0,
+        "answered": 1,
+        "wrong": 0,
+        "false_alarms": 0,
+        "median_delay_s": 0.4,
+    }
+    write(run, tmp_path)
+    assert "| model-a | 1 | 1.00 | 1 / 0 | 0 | 0.40 |" in (tmp_path / "table.md").read_text()
+    assert (tmp_path / "timelines" / "pv-test.png").stat().st_size > 1000
+    assert load_run(tmp_path / "results.json").cases["proactivevqa"][0] == case

@@ -15,9 +15,10 @@ from bench.suite.cases import Network
 from bench.suite.network import impair_outgoing_audio
 from bench.suite.nullserver import create_null_app
 from bench.suite.runner import FEED_AHEAD_S, feed
-from service.client import AgentClient
-from service.microturn import SAMPLE_RATE
+from service.client import AgentClient, CameraTrack
+from service.microturn import SAMPLE_RATE, MicroTurn, MicroTurnOutput
 from service.output_track import OutputAudioTrack
+from tests.fakes import SilentModel
 
 from .conftest import NodeFactory, free_port, speech
 
@@ -54,6 +55,33 @@ async def test_no_impairment_leaves_the_transport_alone(start_node: NodeFactory,
     stats = impair_outgoing_audio(client.pc, Network(), seed=7)
     await asyncio.sleep(0.5)
     assert stats.packets == 0  # not wrapped at all
+
+
+class FrameCounter(SilentModel):
+    """Counts the micro-turns that carried a camera frame."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def step_session(self, mt: MicroTurn) -> MicroTurnOutput:
+        self.frames += mt.video is not None
+        return super().step_session(mt)
+
+
+async def test_impairment_leaves_the_camera_alone(start_node: NodeFactory) -> None:
+    model = FrameCounter()
+    node = await start_node(model, max_sessions=1)
+    client = AgentClient(node.url, camera=CameraTrack(10.0, still=np.full((120, 160, 3), 128, np.uint8)))
+    try:
+        await client.connect()
+        await client.wait_for("session.started", timeout=10)
+        stats = impair_outgoing_audio(client.pc, Network(loss=1.0), seed=7)
+        before = model.frames
+        await asyncio.sleep(2.0)
+        assert stats.packets >= 50 and stats.dropped == stats.packets  # the microphone's, all dropped
+        assert model.frames - before >= 5  # while the camera's packets go through
+    finally:
+        await client.close()
 
 
 @pytest.fixture

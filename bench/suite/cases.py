@@ -9,6 +9,8 @@ seconds of *case time*: 0 is the moment the client starts streaming the case's u
 - :class:`TextEvent`: a message on the events channel at a fixed time (typed input, new instructions).
 - :class:`Expectation`: what the agent should (or should not) do, read by the suite's scorer
   (bench/suite/scoring.py): a target time with accepted contents, a cue word, a window, a segment.
+- :class:`Video`: what the user's camera shows -- the parameters of a synthetic clip
+  (model/video/synthetic.py), drawn when the case runs; generated media is made at test time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
-SUITES = ("timespeak", "cuespeak", "turntaking", "latency")
+SUITES = ("timespeak", "cuespeak", "turntaking", "latency", "repcount", "proactivevqa")
 CASES_DIR = Path(__file__).resolve().parent.parent / "cases"  # the visible cases in the repository
 
 
@@ -74,6 +76,10 @@ class Expectation:
     - ``yield`` (interruption): the agent falls silent while ``segment`` (the interruption) is spoken;
       its next words contain one of ``accepted`` (when given).
     - ``answer`` (latency): agent speech starting within ``tolerance_s`` after ``segment`` ends.
+    - ``rep`` (RepCount): a repetition completes at ``at_s``; its count (``accepted``) is due within
+      ``tolerance_s`` after.
+    - ``event`` (ProactiveVideoQA): the visual answer appears at ``at_s``; speech with one of ``accepted``
+      starting in ``window_s`` answers it.
     """
 
     kind: str
@@ -106,6 +112,24 @@ class Network:
         return ", ".join(parts) or "clean"
 
 
+@dataclass(frozen=True)
+class Video:
+    """The user's camera: a synthetic clip, ``make_clip(kind, seed=seed, split=split, reps=reps, fps=fps,
+    size=(width, height))``. Before ``start_s`` the camera shows the clip's first frame still, after the
+    clip its last one. ``reps`` and ``duration_s`` are what the generator made when the case was written:
+    a clip drawn differently at run time (the generator changed) is refused, not scored."""
+
+    kind: str
+    split: str
+    seed: int
+    start_s: float  # case time of the clip's first frame
+    duration_s: float  # s, the clip's length
+    fps: float
+    width: int
+    height: int
+    reps: int | None = None  # exercise clips: the repetitions asked for (None for scenes)
+
+
 @dataclass
 class Case:
     id: str
@@ -125,6 +149,7 @@ class Case:
     # has to be heard starting to answer), instead of waiting out duration_s.
     stop_on_reply_s: float | None = None
     network: Network | None = None  # None: whatever the run's --loss/--jitter-ms say
+    video: Video | None = None  # None: the client sends no video
     quick: bool = False  # part of the --quick set
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +166,7 @@ class Case:
             for e in data["expected"]
         ]
         network = data.get("network")
+        video = data.get("video")
         return cls(
             **{
                 **data,
@@ -149,6 +175,7 @@ class Case:
                 "events": [TextEvent(**e) for e in data.get("events", [])],
                 "tolerated_s": [(float(a), float(b)) for a, b in data.get("tolerated_s", [])],
                 "network": Network(**network) if network else None,
+                "video": Video(**video) if video else None,
             }
         )
 

@@ -4,6 +4,7 @@
     microturn bench timespeak --model reactive --model turn-based
     microturn bench latency --server http://127.0.0.1:8080     # a node that is already running
     microturn bench cuespeak --seed 7                 # held-out style: cases generated from another seed
+    microturn bench repcount --quick --model reactive  # a video suite: the camera plays a synthetic clip
     microturn bench all --cases my-cases/             # case files written elsewhere
 
 Every model runs the same cases, each against a ``microturn serve --model NAME`` process of its own
@@ -159,6 +160,10 @@ def _brief(result: CaseResult) -> str:
         "stop_latency_s",
         "network",
         "latency_ms",
+        "reps",
+        "predicted",
+        "in_time",
+        "delay_s",
     )
     return " ".join(f"{k}={m[k]}" for k in keys if k in m)
 
@@ -189,7 +194,7 @@ async def run_target(run: Run, target: Target, network: Network) -> None:
     """All of ``run``'s cases (for the null server: the interruptions only) against one target."""
     from bench.suite.audio import Transcriber
     from bench.suite.report import CaseResult
-    from bench.suite.runner import analyse, case_audio, run_case
+    from bench.suite.runner import analyse, case_audio, case_video, run_case
     from bench.suite.scoring import SCORERS
     from service.client import SignallingError
 
@@ -203,10 +208,11 @@ async def run_target(run: Run, target: Target, network: Network) -> None:
                 cases = [as_played(c, target.name) for c in cases if c.kind == "interruption"]
             for k, case in enumerate(cases, 1):
                 audio = await asyncio.to_thread(case_audio, case)
+                video = await asyncio.to_thread(case_video, case.video) if case.video else None
                 began = time.monotonic()
                 for attempt in range(CASE_ATTEMPTS):
                     try:
-                        recording = await run_case(url, case, case.network or network, audio)
+                        recording = await run_case(url, case, case.network or network, audio, video)
                         break
                     except (SignallingError, TimeoutError, aiohttp.ClientError) as exc:
                         if attempt + 1 == CASE_ATTEMPTS:

@@ -16,6 +16,11 @@ Rules the scorers rely on (docs/benchmarks.md):
   >= 3.5 s apart, and the talk goes on >= 2.5 s after the last one.
 - Turn-taking: pauses of 1.0-2.0 s inside a sentence; interruptions start 0.8-1.6 s after the agent starts
   speaking.
+- RepCount and ProactiveVideoQA: the camera shows a synthetic clip of the ``bench`` split
+  (model/video/synthetic.py: colours, backgrounds and distractors training never draws) whose first
+  frame is shown still until 0.5-1.0 s after the instruction ends; the clip then plays. The case holds the
+  clip's parameters and its truth in case time (each repetition's completion; the event the question asks
+  about and its answer), not its frames.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from bench.suite.cases import SUITES, Case, Expectation, Network, Segment, TextEvent, Trigger
+from bench.suite.cases import SUITES, Case, Expectation, Network, Segment, TextEvent, Trigger, Video
 from bench.suite.lexicon import (
     COLOURS,
     CUE_SENTENCES,
@@ -36,9 +41,19 @@ from bench.suite.lexicon import (
     TASK_WORDS,
 )
 from bench.suite.speech import ESPEAK_PREFIX, FLITE_VOICES, audible, word_span
+from model.lexicon import number_words
+from model.video.evaluate import ONLINE_WINDOW_S, ZERO_SCORE_S
+from model.video.synthetic import DEFAULT_FPS, DEFAULT_SIZE, EXERCISES, SCENES, Clip, make_clip
 
 VISIBLE_SEED = 1
-FULL_SIZES = {"timespeak": 18, "cuespeak": 8, "turntaking": 18, "latency": 10}  # latency: per condition
+FULL_SIZES = {  # latency: per condition
+    "timespeak": 18,
+    "cuespeak": 8,
+    "turntaking": 18,
+    "latency": 10,
+    "repcount": 8,
+    "proactivevqa": 8,
+}
 LEAD_S = 0.5  # silence before the user's first word
 TIMESPEAK_TOLERANCE_S = 0.5
 CUE_MAX_DELAY_S = 1.0
@@ -48,6 +63,13 @@ ACK_WINDOW_S = 2.0
 REPLY_HEARD_S = 1.5  # latency and smooth turn-taking cases end this long after the reply starts
 LATENCY_CONDITIONS = (Network(), Network(loss=0.02), Network(loss=0.05), Network(jitter_ms=30.0))
 ESPEAK_VOICE = f"{ESPEAK_PREFIX}en-us"
+TYPED_SHARE = 0.3  # share of instructions typed instead of spoken (where a task allows both)
+# Clip seeds of the video cases: clear of the bench-split seeds the video features were tuned on (0-11) and
+# checked on (1000-1011, docs/vision.md); the "bench" split keeps their pixels apart from training's.
+CLIP_SEED_BASE = 1_000_000
+# s from the end of the instruction to the clip's start (its first frame is shown still till then)
+CLIP_GAP_S = (0.5, 1.0)
+REPS_RANGE = (4, 12)  # repetitions per RepCount clip (the quick case does the fewest)
 
 NUMBER_NAMES = {n: words[0] for n, words in NUMBER_WORDS.items()}
 
@@ -153,6 +175,40 @@ LATENCY_QUESTIONS = [
 ]
 
 
+REPCOUNT_TEMPLATES = [
+    "Here come my {exercise}. Say each number as I finish one.",
+    "Track my {exercise} and say the count after each one.",
+    "Can you count each one out loud while I do {exercise}?",
+    "Say the number of every rep as soon as I finish it.",
+]
+EXERCISE_NAMES = {"pushups": "push-ups", "squats": "squats", "jumping_jacks": "jumping jacks"}
+# ProactiveVideoQA questions per scene kind: (template, what it asks for). "colour": the colour of the
+# event named in the question ({colour}; the first time the lamp turns it), "new colour" / "number": what
+# the first change shows, "object" / "object colour": what appears (colour and shape, or the colour alone).
+PROACTIVE_TEMPLATES: dict[str, list[tuple[str, str]]] = {
+    "light": [
+        ("Let me know as soon as the lamp turns {colour}.", "colour"),
+        ("Keep an eye on the lamp and speak up when it is {colour}.", "colour"),
+        ("When the lamp changes colour, tell me the new colour.", "new colour"),
+    ],
+    "appear": [
+        ("Tell me what it is if anything new comes into view.", "object"),
+        ("Tell me the colour and shape of anything that appears.", "object"),
+        ("Say the colour of whatever appears in the picture.", "object colour"),
+    ],
+    "number": [
+        ("As soon as the card flips, tell me its new number.", "number"),
+        ("When the number on the card changes, say it.", "number"),
+    ],
+}
+# What the recogniser may write for the shapes the scenes draw (model/video/synthetic.py SHAPES).
+SHAPE_WORDS = {
+    "disc": ["circle", "disc", "disk", "ball", "dot"],
+    "square": ["square", "box"],
+    "triangle": ["triangle"],
+}
+
+
 class Script:
     """Lays the user's utterances out on the case's time line."""
 
@@ -216,6 +272,14 @@ def _end(segment: Segment) -> float:
     return segment.speech_end_s
 
 
+def _instruct(rng: random.Random, script: Script, events: list[TextEvent], text: str, voice: str) -> float:
+    """Say ``text``, or (``TYPED_SHARE`` of the time) type it at ``LEAD_S``; returns when it ends."""
+    if rng.random() < TYPED_SHARE:
+        events.append(TextEvent(LEAD_S, "input.text", text))
+        return LEAD_S
+    return _end(script.say(text, voice, "instruction"))
+
+
 # -- TimeSpeak -------------------------------------------------------------------------------------------
 
 
@@ -250,11 +314,7 @@ def _timespeak(rng: random.Random, case_id: str, seed: int, index: int, espeak_s
         task = rng.choice(sorted(TASK_WORDS))
         delay = rng.randint(3, 12)
         text = rng.choice(IN_TEMPLATES).format(n=NUMBER_NAMES.get(delay, str(delay)), w=task)
-        if rng.random() < 0.3:  # typed instead of spoken
-            events.append(TextEvent(LEAD_S, "input.text", text))
-            end = LEAD_S
-        else:
-            end = _end(script.say(text, voice, "instruction"))
+        end = _instruct(rng, script, events, text, voice)
         expected += _spaced(end, delay, [TASK_WORDS[task]])
         tolerated.append((end, end + ACK_WINDOW_S))
         duration = end + delay + 3.0
@@ -440,15 +500,139 @@ def _latency(case_id: str, seed: int, question: str, network: Network, voice: st
     )
 
 
+# -- RepCount and ProactiveVideoQA -----------------------------------------------------------------------
+
+
+def _clip(kind: str, seed: int, index: int, reps: int | None = None) -> Clip:
+    return make_clip(
+        kind,
+        seed=CLIP_SEED_BASE + 1000 * seed + index,
+        split="bench",
+        reps=reps,
+        fps=DEFAULT_FPS,
+        size=DEFAULT_SIZE,
+    )
+
+
+def _video(clip: Clip, start_s: float) -> Video:
+    width, height = clip.size
+    reps = len(clip.rep_times) if clip.kind in EXERCISES else None
+    return Video(
+        clip.kind, clip.split, clip.seed, start_s, round(clip.duration, 3), clip.fps, width, height, reps
+    )
+
+
+def _video_case(
+    rng: random.Random,
+    ids: tuple[str, int],
+    suite: str,
+    clip: Clip,
+    text: str,
+    voice: str,
+    expect: Callable[[float], list[Expectation]],
+) -> Case:
+    """The user says (or types) ``text``, then the camera plays ``clip``; ``expect``: the expectations,
+    given the case time the clip starts at."""
+    script = Script()
+    events: list[TextEvent] = []
+    end = _instruct(rng, script, events, text, voice)
+    start = round(end + rng.uniform(*CLIP_GAP_S), 3)
+    expected = expect(start)
+    last = max((e.at_s or 0.0) + (e.tolerance_s or 0.0) for e in expected)  # the last moment scored
+    return script.case(
+        ids,
+        suite,
+        clip.kind,
+        text,
+        expected,
+        max(start + clip.duration, last) + 1.0,
+        tail_s=2.0,
+        events=events,
+        tolerated_s=[(round(end, 3), round(end + ACK_WINDOW_S, 3))],
+        video=_video(clip, start),
+    )
+
+
+def _repcount(rng: random.Random, case_id: str, seed: int, index: int, espeak_share: float) -> Case:
+    kind = EXERCISES[index % len(EXERCISES)]
+    reps = REPS_RANGE[0] if index == 0 else rng.randint(*REPS_RANGE)  # the quick case is short
+    clip = _clip(kind, seed, index, reps)
+    text = rng.choice(REPCOUNT_TEMPLATES).format(exercise=EXERCISE_NAMES[kind])
+
+    def expect(start: float) -> list[Expectation]:
+        return [
+            Expectation(
+                "rep",
+                at_s=round(start + t, 3),
+                tolerance_s=ONLINE_WINDOW_S,
+                accepted=[number_words(n), str(n)],
+            )
+            for n, t in enumerate(clip.rep_times, 1)
+        ]
+
+    return _video_case(rng, (case_id, seed), "repcount", clip, text, _voice(rng, espeak_share), expect)
+
+
+def _answers(clip: Clip, asks: str, event: int) -> list[str]:
+    """What names the answer of ``clip.events[event]`` to a question that ``asks`` for it."""
+    answer = clip.events[event].answer
+    if asks == "number":
+        return [number_words(int(answer)), answer]
+    if asks in ("object", "object colour"):
+        colour, shape = answer.split()
+        return [colour] if asks == "object colour" else [f"{colour} {word}" for word in SHAPE_WORDS[shape]]
+    return [answer]
+
+
+def _proactivevqa(rng: random.Random, case_id: str, seed: int, index: int, espeak_share: float) -> Case:
+    kind = SCENES[index % len(SCENES)]
+    clip = _clip(kind, seed, index)
+    template, asks = rng.choice(PROACTIVE_TEMPLATES[kind])
+    event = 0  # the first change, or the first time the lamp turns the colour the question names
+    if asks == "colour":
+        # Not the colour the lamp starts in: "when it turns blue" of a blue lamp would be a riddle.
+        colour = rng.choice(sorted({e.answer for e in clip.events} - {clip.params["initial"]}))
+        event = next(i for i, e in enumerate(clip.events) if e.answer == colour)
+    text = template.format(colour=clip.events[event].answer)
+    accepted = _answers(clip, asks, event)
+
+    def expect(start: float) -> list[Expectation]:
+        at = round(start + clip.events[event].t, 3)
+        return [
+            Expectation(
+                "event",
+                at_s=at,
+                window_s=(at, round(at + ZERO_SCORE_S, 3)),
+                tolerance_s=ZERO_SCORE_S,
+                accepted=accepted,
+            )
+        ]
+
+    return _video_case(rng, (case_id, seed), "proactivevqa", clip, text, _voice(rng, espeak_share), expect)
+
+
 # -- Entry points ----------------------------------------------------------------------------------------
 
+VIDEO_SUITES: dict[str, Callable[[random.Random, str, int, int, float], Case]] = {
+    "repcount": _repcount,
+    "proactivevqa": _proactivevqa,
+}
 QUICK_PICKS: dict[str, Callable[[Case], bool]] = {
     "timespeak": lambda c: c.kind in ("in", "count"),
     "cuespeak": lambda c: True,
     "turntaking": lambda c: True,
     "latency": lambda c: True,
+    "repcount": lambda c: True,
+    "proactivevqa": lambda c: c.kind in ("light", "number"),
 }
-QUICK_COUNTS = {"timespeak": 2, "cuespeak": 1, "turntaking": 3, "latency": 4}
+QUICK_COUNTS = {
+    "timespeak": 2,
+    "cuespeak": 1,
+    "turntaking": 3,
+    "latency": 4,
+    "repcount": 1,
+    "proactivevqa": 2,
+}
 
 
 def generate(
@@ -461,7 +645,14 @@ def generate(
         raise ValueError(f"unknown suite {suite!r}; choose one of: {', '.join(SUITES)}")
     rng = random.Random(f"microturn-bench:{suite}:{seed}")
     n = FULL_SIZES[suite] if count is None else count
-    prefix = {"timespeak": "ts", "cuespeak": "cs", "turntaking": "tt", "latency": "lat"}[suite]
+    prefix = {
+        "timespeak": "ts",
+        "cuespeak": "cs",
+        "turntaking": "tt",
+        "latency": "lat",
+        "repcount": "rc",
+        "proactivevqa": "pv",
+    }[suite]
     cases: list[Case] = []
     if suite == "timespeak":
         cases = [_timespeak(rng, f"{prefix}-{seed}-{i:03d}", seed, i, espeak_share) for i in range(n)]
@@ -473,6 +664,9 @@ def generate(
         ]
     elif suite == "turntaking":
         cases = [_turntaking(rng, f"{prefix}-{seed}-{i:03d}", seed, i, espeak_share) for i in range(n)]
+    elif suite in VIDEO_SUITES:
+        make = VIDEO_SUITES[suite]
+        cases = [make(rng, f"{prefix}-{seed}-{i:03d}", seed, i, espeak_share) for i in range(n)]
     else:
         questions = rng.sample(LATENCY_QUESTIONS, min(n, len(LATENCY_QUESTIONS)))
         voices = [_voice(rng, espeak_share) for _ in questions]

@@ -3,8 +3,9 @@
 aiortc's RTP sender hands every packet to its DTLS transport's ``_send_rtp`` (which encrypts it with SRTP
 and sends it). :func:`impair_outgoing_audio` wraps that method on one client's transport: an RTP packet is
 dropped with probability ``loss``, or sent after a random delay of 0..2·``jitter_ms`` (mean ``jitter_ms``,
-so packets reorder, as netem's ``delay`` would do). RTCP and the data channel (SCTP) pass untouched, so
-only the user's voice is impaired and the events keep flowing. The server sees real sequence-number gaps
+so packets reorder, as netem's ``delay`` would do). RTCP, the data channel (SCTP) and the camera's packets
+(another SSRC on the same bundled transport) pass untouched, so only the user's voice is impaired and the
+events keep flowing. The server sees real sequence-number gaps
 and late, reordered packets: its jitter buffer, loss concealment and micro-turn assembly are exercised as
 by a bad network. It is an approximation in two ways: it reaches into aiortc internals (a private method,
 checked at wrap time), and nothing is impaired on the way back to the client.
@@ -41,10 +42,12 @@ def impair_outgoing_audio(pc: RTCPeerConnection, network: Network, seed: int) ->
         raise ValueError("the peer connection sends no audio")
     transport = senders[0].transport
     send: Callable[[bytes], Awaitable[None]] | None = getattr(transport, "_send_rtp", None)
-    if send is None:
+    ssrc: int | None = getattr(senders[0], "_ssrc", None)
+    if send is None or ssrc is None:
         raise RuntimeError(
-            "this aiortc has no RTCDtlsTransport._send_rtp to impair; see bench/suite/network.py"
+            "this aiortc has no RTCDtlsTransport._send_rtp or RTCRtpSender._ssrc; see bench/suite/network.py"
         )
+    audio_ssrc = ssrc.to_bytes(4, "big")  # bytes 8-11 of an RTP header (RFC 3550)
     rng = random.Random(seed)
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[None]] = set()
@@ -59,7 +62,7 @@ def impair_outgoing_audio(pc: RTCPeerConnection, network: Network, seed: int) ->
         task.add_done_callback(pending.discard)
 
     async def impaired(data: bytes) -> None:
-        if is_rtcp(data):
+        if is_rtcp(data) or data[8:12] != audio_ssrc:
             await send(data)
             return
         stats.packets += 1

@@ -24,7 +24,18 @@ from bench.suite.scoring import SUMMARIES, CaseScore, Heard, Metric, Outcome, te
 from bench.suite.server import ROOT
 
 GOOD = {"hit", "taken", "answered", "stopped", "no_takeover"}
-BAD = {"false_alarm", "late", "takeover", "overlap", "not_stopped", "miss", "not_taken", "unanswered"}
+BAD = {
+    "false_alarm",
+    "late",
+    "early",
+    "wrong",
+    "takeover",
+    "overlap",
+    "not_stopped",
+    "miss",
+    "not_taken",
+    "unanswered",
+}
 
 
 @dataclass
@@ -183,6 +194,23 @@ COLUMNS: dict[str, list[Column]] = {
         ),
         ("next words address it", lambda s: _f(s["addressed_rate"])),
     ],
+    "repcount": [
+        ("cases", lambda s: _f(s["cases"], "d")),
+        ("MAE ↓", lambda s: _f(s["mae"])),
+        ("OBO ↑", lambda s: _f(s["obo"])),
+        ("exact", lambda s: _f(s["exact"])),
+        ("counts in time (≤ 1 s)", lambda s: f"{_f(s['in_time'])} ({s['counts_in_time']} / {s['counts']})"),
+        ("reps counted in time", lambda s: f"{_f(s['reps_in_time'])} (of {s['reps']})"),
+        ("median count delay (s)", lambda s: _f(s["median_delay_s"])),
+        ("by response.text: OBO, in time", lambda s: f"{_f(s['text_obo'])}, {_f(s['text_in_time'])}"),
+    ],
+    "proactivevqa": [
+        ("cases", lambda s: _f(s["cases"], "d")),
+        ("score", lambda s: _f(s["score"])),
+        ("answered right / wrong", lambda s: f"{s['answered']} / {s['wrong']}"),
+        ("false alarms", lambda s: _f(s["false_alarms"], "d")),
+        ("median delay (s)", lambda s: _f(s["median_delay_s"])),
+    ],
 }
 CROSS_CHECK: Column = ("ASR vs response.text", lambda s: _f(s["asr_vs_text"]))
 
@@ -306,11 +334,23 @@ def plot_case(case: Case, results: list[CaseResult], path: Path) -> None:
                 window = min(e.tolerance_s, 5.0)
                 ax.axvspan(span[1], span[1] + window, color="tab:green", alpha=0.08)
                 ax.axvline(span[1], color="tab:green", lw=0.8, ls="--")
+        elif e.kind == "rep" and e.at_s is not None and e.tolerance_s is not None:
+            ax.axvspan(e.at_s, e.at_s + e.tolerance_s, color="tab:green", alpha=0.12)
+            ax.axvline(e.at_s, color="tab:green", lw=0.8, ls="--")
+            ax.text(e.at_s, len(lanes) - 0.45, e.accepted[0], fontsize=6, color="tab:green")
+        elif e.kind == "event" and e.at_s is not None and e.window_s is not None:
+            ax.axvspan(e.window_s[0], e.window_s[1], color="tab:green", alpha=0.12)
+            ax.axvline(e.at_s, color="tab:green", lw=0.8, ls="--")
+            ax.text(e.at_s, len(lanes) - 0.45, f"on camera: {e.accepted[0]}", fontsize=6, color="tab:green")
         elif e.kind == "yield" and e.segment is not None:
             for r in results:
                 span = r.heard.user[e.segment]
                 if span is not None:
                     ax.axvline(span[0], ymin=0, ymax=1, color="tab:purple", lw=0.6, ls=":")
+    if case.video is not None:  # the clip's span on the user's lane
+        clip = (case.video.start_s, case.video.start_s + case.video.duration_s)
+        ax.broken_barh([(clip[0], clip[1] - clip[0])], (y["user"] - 0.45, 0.08), facecolors="tab:gray")
+        ax.text(clip[1], y["user"] - 0.5, f"camera: {case.video.kind}", fontsize=6, va="top", ha="right")
     for event in case.events:
         ax.plot([event.t_s], [y["user"]], marker="v", color="tab:blue")
         ax.text(event.t_s, y["user"] - 0.45, f"typed: {event.text}"[:60], fontsize=6, va="top")
@@ -349,5 +389,9 @@ def plot_case(case: Case, results: list[CaseResult], path: Path) -> None:
 
 
 def _brief(score: CaseScore) -> str:
-    keys = ("score", "f1", "takeover", "taken", "stopped", "latency_ms")
-    return ", ".join(f"{k} {_f(score.metrics[k])}" for k in keys if k in score.metrics)
+    keys = ("score", "f1", "takeover", "taken", "stopped", "latency_ms", "predicted", "reps", "in_time")
+    metrics = {k: score.metrics[k] for k in keys if k in score.metrics}
+    return ", ".join(
+        f"{k} {_f(v, 'd') if isinstance(v, int) and not isinstance(v, bool) else _f(v)}"
+        for k, v in metrics.items()
+    )

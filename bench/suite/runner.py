@@ -4,8 +4,10 @@ The client is :class:`service.client.AgentClient` (aiortc), connecting through t
 endpoint like a browser. Case time 0 is when the first sample of the case's user audio goes into the
 client's microphone track (which plays it out in 20 ms frames paced to the wall clock: ±20 ms). The
 fixed segments are mixed into one time line and queued at once; typed events are sent at their times;
-triggered segments are queued when the agent has been heard for their delay. Agent audio and events keep
-their arrival times at the client, in case seconds.
+triggered segments are queued when the agent has been heard for their delay. A case with a camera
+(:class:`bench.suite.cases.Video`) also sends a video track: the clip is drawn before the session starts,
+its first frame is shown still from the start, and the clip plays from its case time on. Agent audio and
+events keep their arrival times at the client, in case seconds.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from bench.suite.audio import (
     AgentSegment,
@@ -25,11 +27,12 @@ from bench.suite.audio import (
     attach_event_texts,
     speech_span,
 )
-from bench.suite.cases import Case, Network, Segment
+from bench.suite.cases import Case, Network, Segment, Video
 from bench.suite.network import ImpairmentStats, impair_outgoing_audio
 from bench.suite.scoring import Heard
 from bench.suite.speech import render, synthesize
-from service.client import AgentClient
+from model.video.synthetic import SPLITS, Split, make_clip
+from service.client import AgentClient, CameraTrack, RgbFrame
 from service.microturn import SAMPLE_RATE, PcmArray
 from service.output_track import OutputAudioTrack
 
@@ -57,6 +60,27 @@ def case_audio(case: Case) -> list[PcmArray]:
     return [synthesize(s.voice, s.text) for s in case.segments]
 
 
+def case_video(video: Video) -> list[RgbFrame]:
+    """The frames of a case's clip (blocking: draws them all, so that playing them costs nothing)."""
+    if video.split not in SPLITS:
+        raise ValueError(f"unknown split {video.split!r}; choose one of: {', '.join(SPLITS)}")
+    clip = make_clip(
+        video.kind,
+        seed=video.seed,
+        split=cast(Split, video.split),
+        reps=video.reps,
+        fps=video.fps,
+        size=(video.width, video.height),
+    )
+    reps = len(clip.rep_times) if video.reps is not None else None
+    if abs(clip.duration - video.duration_s) > 1e-3 or reps != video.reps:
+        raise ValueError(
+            f"the {video.kind} clip (seed {video.seed}) is not the one the case was written with: "
+            "model/video/synthetic.py changed since; generate the cases again"
+        )
+    return list(clip.frames())
+
+
 def _span(start_s: float, pcm: PcmArray) -> tuple[float, float]:
     s0, s1 = speech_span(pcm)
     return round(start_s + s0, 3), round(start_s + s1, 3)
@@ -76,9 +100,13 @@ async def feed(microphone: OutputAudioTrack, pcm: PcmArray) -> None:
         microphone.enqueue(pcm[at : at + step])
 
 
-async def run_case(url: str, case: Case, network: Network, audio: list[PcmArray]) -> Recording:
-    """Play ``case`` to the server at ``url`` (``audio``: :func:`case_audio`) and record what comes back."""
-    client = AgentClient(url)
+async def run_case(
+    url: str, case: Case, network: Network, audio: list[PcmArray], video: list[RgbFrame] | None = None
+) -> Recording:
+    """Play ``case`` to the server at ``url`` (``audio``: :func:`case_audio`, ``video``: :func:`case_video`
+    for a case with a camera) and record what comes back."""
+    camera = CameraTrack(case.video.fps, still=video[0]) if case.video is not None and video else None
+    client = AgentClient(url, camera=camera)
     tasks: list[asyncio.Task[None]] = []
     try:
         await client.connect()
@@ -90,6 +118,8 @@ async def run_case(url: str, case: Case, network: Network, audio: list[PcmArray]
         timeline = render([(s.start_s, audio[i]) for i, s in fixed if s.start_s is not None])
         head = timeline[: FEED_AHEAD_S * SAMPLE_RATE]
         t0 = client.say(head) - len(head) / SAMPLE_RATE
+        if camera is not None and case.video is not None and video:
+            camera.play(video, at=t0 + case.video.start_s)
         tasks.append(asyncio.create_task(feed(client.microphone, timeline[len(head) :])))
         for i, s in fixed:
             assert s.start_s is not None

@@ -17,6 +17,13 @@ recogniser; bench/suite/audio.py) and the events. Rules per suite (BENCHMARKS.md
   its audio stops, "stopped" when that is before the user finishes, "addressed" when its next words contain
   an accepted answer.
 - Latency: end of the user's question to the first agent audio, when within 15 s.
+- RepCount: the numbers the agent says (an utterance of number words and at most four other words; several
+  numbers in one utterance are spread evenly over it) are its counts; the last one is its final count.
+  MAE = |final - true| / true, OBO = |final - true| <= 1 (RepCount-A), and online: a count of n is in time
+  when it is the first n said and starts 0-1.0 s after the n-th repetition completed.
+- ProactiveVideoQA: the first utterance starting in the 3 s after the event answers it: 0 when it is
+  wrong or there is none, else 1 up to 0.5 s falling linearly to 0 at 3 s; minus 0.5 per false alarm
+  before the event (every utterance after the instruction but one acknowledgement), not below 0.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from typing import Any
 from bench.suite.audio import AgentSegment
 from bench.suite.cases import Case, Expectation
 from model.asr import normalize_words, word_accuracy
+from model.tools import words_to_numbers
+from model.video.evaluate import answer_credit
 from service.stats import percentiles
 
 MAX_EXTRA_WORDS = 4  # words besides the expected content an utterance may have and still say it
@@ -40,6 +49,11 @@ ADDRESS_WITHIN_S = 8.0  # interruption: the agent's next words are looked for th
 # interruption: an utterance starting this soon after the user did is the agent's reply going on after a
 # pause between phrases, so it is what the user interrupted
 RESUMING_S = 0.3
+# What the recogniser writes for a number said alone; read as that number only in an utterance of nothing
+# but numbers ("three for" is a count, "happy to help" is not).
+NUMBER_HOMOPHONES = {"won": "one", "to": "two", "too": "two", "for": "four", "ate": "eight"}
+# ProactiveVideoQA: the score an utterance before the event costs; two of them undo a perfect answer.
+FALSE_ALARM_PENALTY = 0.5
 
 Metric = float | int | bool | str | None
 
@@ -445,6 +459,160 @@ def summarize_latency(scores: Sequence[CaseScore]) -> dict[str, Metric]:
     return out
 
 
+# -- RepCount --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpokenCount:
+    t_s: float  # case seconds: the utterance's onset, or its share of it for the k-th number in it
+    value: int
+    segment: int  # index into heard.agent
+
+
+def spoken_numbers(text: str) -> list[int]:
+    """The whole numbers said in ``text``, in order; none when it has more than ``MAX_EXTRA_WORDS`` other
+    words (a reply that mentions a number is not a count)."""
+    words = normalize_words(text)
+    if all(w in NUMBER_HOMOPHONES or words_to_numbers(w).isdigit() for w in words):
+        words = [NUMBER_HOMOPHONES.get(w, w) for w in words]
+    tokens = words_to_numbers(" ".join(words)).split()
+    numbers = [int(t) for t in tokens if t.isdigit()]
+    return numbers if len(tokens) - len(numbers) <= MAX_EXTRA_WORDS else []
+
+
+def spoken_counts(
+    agent: Sequence[AgentSegment], text: Callable[[AgentSegment], str] = lambda seg: seg.text
+) -> list[SpokenCount]:
+    """The counts in the agent's utterances (their ``text``: the transcript, or for the cross-check what
+    ``response.text`` said), in order."""
+    counts = []
+    for j, seg in enumerate(agent):
+        numbers = spoken_numbers(text(seg))
+        step = (seg.offset_s - seg.onset_s) / max(len(numbers), 1)
+        counts += [SpokenCount(round(seg.onset_s + k * step, 3), n, j) for k, n in enumerate(numbers)]
+    return counts
+
+
+def _judge_counts(
+    reps: Sequence[float], window: float, counts: Sequence[SpokenCount]
+) -> tuple[list[Outcome], dict[int, float]]:
+    """Each count's outcome, and the delay of each repetition's count that came in time (by index)."""
+    outcomes: list[Outcome] = []
+    delays: dict[int, float] = {}
+    said_before: set[int] = set()
+    for count in counts:
+        n = count.value
+        first = n not in said_before
+        said_before.add(n)
+        delay = round(count.t_s - reps[n - 1], 3) if 1 <= n <= len(reps) else None
+        if delay is None or not first:
+            label = "false_alarm"  # a number past the last repetition, or one said again
+        elif 0.0 <= delay <= window:
+            label = "hit"
+            delays[n - 1] = delay
+        else:
+            label = "early" if delay < 0 else "late"
+        outcomes.append(Outcome(label, n - 1 if delay is not None else None, count.segment, count.t_s, delay))
+    return outcomes, delays
+
+
+def score_repcount(case: Case, heard: Heard) -> CaseScore:
+    reps = [e.at_s for e in case.expected if e.at_s is not None]
+    window = case.expected[0].tolerance_s if case.expected else None
+    assert len(reps) == len(case.expected) and window is not None, "every repetition has a time and window"
+    counts = spoken_counts(heard.agent)
+    outcomes, delays = _judge_counts(reps, window, counts)
+    counted = {c.segment for c in counts}
+    outcomes += [
+        Outcome("ignored", segment=j, t_s=s.onset_s) for j, s in enumerate(heard.agent) if j not in counted
+    ]
+    outcomes += [Outcome("miss", expected=i, t_s=t) for i, t in enumerate(reps) if i not in delays]
+    final = counts[-1].value if counts else 0
+    # The same from response.text: tells a model's counting apart from the recogniser's mishearing of
+    # one-word counts ("two" and "four" of flite slt come back as "q" and "fire" now and then).
+    by_text = spoken_counts(heard.agent, lambda seg: seg.event_text)
+    _, text_delays = _judge_counts(reps, window, by_text)
+    text_final = by_text[-1].value if by_text else 0
+    metrics: dict[str, Metric] = {
+        "reps": len(reps),
+        "predicted": final,
+        "abs_error": abs(final - len(reps)),
+        "mae": _ratio(abs(final - len(reps)), len(reps)),
+        "obo": abs(final - len(reps)) <= 1,
+        "counts": len(counts),
+        "counts_in_time": len(delays),
+        "in_time": _ratio(len(delays), len(counts)),
+        "median_delay_s": _median(list(delays.values())),
+        "text_predicted": text_final,
+        "text_obo": abs(text_final - len(reps)) <= 1,
+        "text_counts": len(by_text),
+        "text_counts_in_time": len(text_delays),
+    }
+    return CaseScore(case.id, case.kind, metrics, outcomes)
+
+
+def summarize_repcount(scores: Sequence[CaseScore]) -> dict[str, Metric]:
+    totals = _totals(scores, "reps", "counts", "counts_in_time", "text_counts", "text_counts_in_time")
+    maes = _floats(scores, "mae")
+    delays = [o.error_s for s in scores for o in s.outcomes if o.label == "hit" and o.error_s is not None]
+    return {
+        "cases": len(scores),
+        **totals,
+        "mae": round(statistics.fmean(maes), 4) if maes else None,
+        "obo": _rate([s.metrics["obo"] for s in scores]),
+        "exact": _rate([s.metrics["abs_error"] == 0 for s in scores]),
+        "in_time": _ratio(totals["counts_in_time"], totals["counts"]),  # share of the counts said
+        "reps_in_time": _ratio(totals["counts_in_time"], totals["reps"]),  # share of the repetitions done
+        "median_delay_s": _median(delays),
+        "text_obo": _rate([s.metrics["text_obo"] for s in scores]),
+        "text_in_time": _ratio(totals["text_counts_in_time"], totals["text_counts"]),
+    }
+
+
+# -- ProactiveVideoQA ------------------------------------------------------------------------------------
+
+
+def score_proactivevqa(case: Case, heard: Heard) -> CaseScore:
+    (e,) = case.expected
+    assert e.at_s is not None and e.window_s is not None
+    lo, hi = e.window_s
+    inside = [j for j, seg in enumerate(heard.agent) if lo <= seg.onset_s <= hi]
+    outcomes: list[Outcome] = []
+    delay: float | None = None
+    if not inside:
+        outcomes.append(Outcome("miss", expected=0, t_s=e.at_s))
+    elif said(e, heard.agent[inside[0]]):
+        delay = round(heard.agent[inside[0]].onset_s - e.at_s, 3)
+        outcomes.append(Outcome("hit", expected=0, segment=inside[0], t_s=e.at_s, error_s=delay))
+    else:
+        outcomes.append(Outcome("wrong", expected=0, segment=inside[0], t_s=heard.agent[inside[0]].onset_s))
+    # Before the event: an acknowledgement of the question is tolerated, anything else is a false alarm.
+    outcomes += _extras(heard, set(inside[:1]), case.tolerated_s, lambda seg: None, scope_end=lo)
+    false_alarms = _count(outcomes, "false_alarm")
+    credit = answer_credit(delay) if delay is not None else 0.0
+    metrics: dict[str, Metric] = {
+        "answered": delay is not None,
+        "wrong": _count(outcomes, "wrong") > 0,
+        "delay_s": delay,
+        "false_alarms": false_alarms,
+        "score": round(max(0.0, credit - FALSE_ALARM_PENALTY * false_alarms), 4),
+    }
+    return CaseScore(case.id, case.kind, metrics, outcomes)
+
+
+def summarize_proactivevqa(scores: Sequence[CaseScore]) -> dict[str, Metric]:
+    delays = _floats(scores, "delay_s")
+    case_scores = _floats(scores, "score")
+    return {
+        "cases": len(scores),
+        "score": round(statistics.fmean(case_scores), 4) if case_scores else None,
+        "answered": sum(bool(s.metrics["answered"]) for s in scores),
+        "wrong": sum(bool(s.metrics["wrong"]) for s in scores),
+        "false_alarms": _totals(scores, "false_alarms")["false_alarms"],
+        "median_delay_s": _median(delays),
+    }
+
+
 # -- Per suite -------------------------------------------------------------------------------------------
 
 SCORERS: dict[str, Callable[[Case, Heard], CaseScore]] = {
@@ -452,12 +620,16 @@ SCORERS: dict[str, Callable[[Case, Heard], CaseScore]] = {
     "cuespeak": score_cuespeak,
     "turntaking": score_turntaking,
     "latency": score_latency,
+    "repcount": score_repcount,
+    "proactivevqa": score_proactivevqa,
 }
 SUMMARIES: dict[str, Callable[[Sequence[CaseScore]], dict[str, Metric]]] = {
     "timespeak": summarize_timespeak,
     "cuespeak": summarize_cuespeak,
     "turntaking": summarize_turntaking,
     "latency": summarize_latency,
+    "repcount": summarize_repcount,
+    "proactivevqa": summarize_proactivevqa,
 }
 
 

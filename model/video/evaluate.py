@@ -91,6 +91,12 @@ def run_clips(clips: Sequence[Clip], *, keep: Keep = "latest", seed: int = 0) ->
     return runs
 
 
+def answer_credit(delay_s: float) -> float:
+    """ProactiveVideoQA's credit for an answer ``delay_s`` after the event: 1 up to ``FULL_SCORE_S``,
+    falling linearly to 0 at ``ZERO_SCORE_S`` (bench/suite/scoring.py scores the spoken answers with it)."""
+    return float(np.clip((ZERO_SCORE_S - delay_s) / (ZERO_SCORE_S - FULL_SCORE_S), 0.0, 1.0))
+
+
 def _pct(values: Sequence[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if len(values) else None
 
@@ -163,7 +169,7 @@ def event_metrics(runs: Sequence[ClipRun]) -> dict[str, Any]:
             delay = hit[1] - ev.t
             detected += 1
             delays.append(delay)
-            scores.append(float(np.clip((ZERO_SCORE_S - delay) / (ZERO_SCORE_S - FULL_SCORE_S), 0.0, 1.0)))
+            scores.append(answer_credit(delay))
         for i, (_, e) in enumerate(run.events):
             if i not in used and e.kind in EVENT_KINDS[scene]:
                 false_alarms += 1
