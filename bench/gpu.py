@@ -207,6 +207,8 @@ def run_config(
         )
         if row.p50_ms > 3 * budget_ms:  # far past the deadline: bigger batches only take longer
             break
+    for s in sessions:
+        s.close()
     return rows
 
 

@@ -29,8 +29,10 @@ session. Training lives in :mod:`model.train`.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -50,6 +52,7 @@ from model.ticks import (
     RESULT,
     RESULT_END,
     SPECIAL_TOKENS,
+    SPECIAL_TOKENS_V1,
     TICK,
     TYPED,
     TYPED_END,
@@ -186,20 +189,29 @@ def word_bucket(word: str, n_buckets: int) -> int:
     return int.from_bytes(digest, "little") % n_buckets
 
 
-N_SPECIAL = 1 + len(SPECIAL_TOKENS)  # <pad> and the tokens of model/ticks.py: ids below this are not words
+# Ids below this are <pad> and special tokens in every vocabulary, whichever list of model/ticks.py it was
+# built with (new tokens are appended: SPECIAL_TOKENS starts with SPECIAL_TOKENS_V1), so that the copy head
+# (which never copies below it) computes for a version 1 checkpoint exactly what it was trained with. The
+# video tokens of later versions lie above it: the copy head may point at them, but decoding never emits
+# them (Vocab.word_mask). A vocabulary's own boundary between specials and words is Vocab.n_special.
+N_SPECIAL = 1 + len(SPECIAL_TOKENS_V1)
 
 
 class Vocab:
-    """``<pad>``, the special tokens of :mod:`model.ticks`, known words, then ``n_buckets`` hash buckets."""
+    """``<pad>``, special tokens (default: those of :mod:`model.ticks`), known words, then ``n_buckets``
+    hash buckets. A checkpoint keeps the specials it was trained with (:func:`load_checkpoint`)."""
 
-    def __init__(self, known_words: Iterable[str], n_buckets: int) -> None:
-        specials = [PAD, *SPECIAL_TOKENS]
-        special_set = set(specials)
+    def __init__(
+        self, known_words: Iterable[str], n_buckets: int, specials: Sequence[str] = SPECIAL_TOKENS
+    ) -> None:
+        if tuple(specials[: len(SPECIAL_TOKENS_V1)]) != SPECIAL_TOKENS_V1:
+            raise ValueError("special tokens must start with model.ticks.SPECIAL_TOKENS_V1, in order")
+        self.specials: tuple[str, ...] = tuple(specials)
+        special_set = {PAD, *specials}
         words = sorted({w.lower() for w in known_words} - special_set)
-        self.tokens: list[str] = [*specials, *words]  # id -> token, buckets excluded
+        self.tokens: list[str] = [PAD, *specials, *words]  # id -> token, buckets excluded
         self.ids: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
-        self.n_special = len(specials)
-        assert self.n_special == N_SPECIAL
+        self.n_special = 1 + len(specials)
         self.n_buckets = n_buckets
         self.bucket_base = len(self.tokens)  # first bucket id
         self.size = self.bucket_base + n_buckets
@@ -215,6 +227,11 @@ class Vocab:
     @property
     def known_words(self) -> list[str]:
         return self.tokens[self.n_special :]
+
+    def knows(self, token: str) -> bool:
+        """Whether ``token`` has an id of its own (a special token or a known word), not a hash bucket:
+        the runtime leaves out tokens an older checkpoint was never trained with."""
+        return token in self.ids
 
     def encode(self, token: str) -> int:
         """Id of a token: special or known word as is, any other word through its hash bucket."""
@@ -629,13 +646,15 @@ def n_params(net: nn.Module) -> int:
 def save_checkpoint(
     path: Path, net: InteractionNet, vocab: Vocab, meta: dict[str, Any] | None = None, fp16: bool = True
 ) -> None:
-    """Weights (fp16 by default: a few MB), config, known words and a metadata dict, in one file."""
+    """Weights (fp16 by default: a few MB), config, special tokens, known words and a metadata dict, in
+    one file."""
     state = {
         k: (v.half() if fp16 and v.is_floating_point() else v).cpu() for k, v in net.state_dict().items()
     }
     blob = {
         "format": CHECKPOINT_FORMAT,
         "config": asdict(net.cfg),
+        "special_tokens": list(vocab.specials),
         "known_words": vocab.known_words,
         "state_dict": state,
         "meta": meta or {},
@@ -651,7 +670,9 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[InteractionNet, Vo
     if blob.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {blob.get('format')}, expected {CHECKPOINT_FORMAT}")
     cfg = InteractionConfig.from_dict(blob["config"])
-    vocab = Vocab(blob["known_words"], cfg.n_buckets)
+    # The ids are laid out with the special tokens the weights were trained with: those saved with them,
+    # or for a checkpoint saved before they were (data version 1), the version 1 list.
+    vocab = Vocab(blob["known_words"], cfg.n_buckets, blob.get("special_tokens", SPECIAL_TOKENS_V1))
     net = InteractionNet(cfg, vocab.size)
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
     return net.to(device).eval(), vocab, cast(dict[str, Any], blob["meta"])
@@ -672,66 +693,153 @@ class StepTiming:
     max_cache: int = 0  # largest per-session KV length seen in this step, in tokens
 
 
-class SessionStream:
-    """One session's state: its token stream, its bounded KV cache, what it heard in each bucket.
+# Rows of a new CachePool: the CPU runtime steps a few sessions; a GPU's pool doubles up to its load.
+POOL_ROWS = 8
 
-    The cache lives in buffers of ``capacity`` tokens (window + pin budget + :data:`CACHE_SLACK`), written
-    in place; tokens no future query can reach are dropped only when the buffer is full, every few dozen
-    micro-turns, rather than copied out every step. Holding a few unreachable tokens a little longer
-    changes nothing: the attention mask, not the cache, decides what is seen.
+
+def _grown(buf: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``buf`` copied into the leading corner of a zero tensor of ``shape`` (each dim at least as large)."""
+    out = buf.new_zeros(shape)
+    out[tuple(slice(0, n) for n in buf.shape)] = buf
+    return out
+
+
+class CachePool:
+    """The KV caches of all of a :class:`TickModel`'s sessions: one set of preallocated buffers, a row
+    (slot) per session.
+
+    Why: with a buffer per session, a batched forward cost O(B) small tensor ops (each cache copied into
+    a padded batch, each session's new keys written back, its token fields built one by one), and that
+    Python and kernel-launch overhead, not the network, set the price of a step: ~0.7 ms a session on an
+    H200 whatever the model size. With every cache in the same buffers, a forward gathers its batch with
+    one ``index_select`` per buffer and writes all new tokens with one indexed assignment per buffer.
+
+    A row holds its session's cache in stream order at [0, length) (the session keeps ``length``);
+    what lies beyond is stale (a previous occupant's, or evicted) and the reader masks it out. A freed
+    row goes to the next new session; when none is free the rows double. A micro-turn longer than a
+    row's slack (pasted text) grows ``capacity``, the tokens a row holds, for every row.
     """
 
-    def __init__(self, net: InteractionNet, vocab: Vocab, device: torch.device) -> None:
-        cfg = net.cfg
+    def __init__(self, cfg: InteractionConfig, n_buckets: int, device: torch.device) -> None:
         self.cfg = cfg
-        self.stream = TokenStream(vocab, cfg)
-        self.length = 0  # tokens in the cache
+        self.rows = 0
         self.capacity = cfg.window + cfg.pin_budget + CACHE_SLACK
-        self._k = torch.zeros((cfg.n_layers, cfg.n_heads, self.capacity, cfg.head_dim), device=device)
-        self._v = torch.zeros_like(self._k)  # [L, H, capacity, hd] each; keys are stored rotated
-        self._ck = torch.zeros((self.capacity, cfg.copy_dim), device=device)  # copy-head keys
-        self._ids = torch.zeros(self.capacity, dtype=torch.long, device=device)  # token ids
-        self._gidx = torch.zeros(self.capacity, dtype=torch.long, device=device)  # ascending
-        self._pinned = torch.zeros(self.capacity, dtype=torch.bool, device=device)
-        self._pos = torch.zeros(self.capacity, dtype=torch.long, device=device)  # for pin(ticks=...)
+        self._free: list[int] = []  # a heap: the lowest free row first, so the rows in use stay dense
+        c = self.capacity
+        # All buffers start with no rows and grow to POOL_ROWS below. Keys are stored rotated.
+        # [L, P, H, C, hd]
+        self.k = torch.zeros((cfg.n_layers, 0, cfg.n_heads, c, cfg.head_dim), device=device)
+        self.v = torch.zeros_like(self.k)
+        self.ck = torch.zeros((0, c, cfg.copy_dim), device=device)  # [P, C, dc] copy-head keys
+        self.ids = torch.zeros((0, c), dtype=torch.long, device=device)  # [P, C] token ids
+        self.gidx = torch.zeros_like(self.ids)  # stream index, ascending along a row's [0, length)
+        self.pos = torch.zeros_like(self.ids)  # micro-turn index, for SessionStream.pin
+        self.pinned = torch.zeros((0, c), dtype=torch.bool, device=device)
+        self.seen = torch.zeros((0, n_buckets), dtype=torch.bool, device=device)  # buckets a session heard
+        self._resize(POOL_ROWS, c)
+
+    def acquire(self) -> int:
+        """A free row for a new session (its ``seen`` cleared; its stale tokens lie beyond length 0)."""
+        if not self._free:
+            self._resize(2 * self.rows, self.capacity)
+        row = heapq.heappop(self._free)
+        self.seen[row] = False
+        return row
+
+    def release(self, row: int) -> None:
+        heapq.heappush(self._free, row)
+
+    def fit(self, tokens: int) -> None:
+        """Make every row hold at least ``tokens`` tokens (and some slack)."""
+        if tokens > self.capacity:
+            self._resize(self.rows, tokens + CACHE_SLACK)
+
+    def _resize(self, rows: int, capacity: int) -> None:
+        cfg = self.cfg
+        kv = (cfg.n_layers, rows, cfg.n_heads, capacity, cfg.head_dim)
+        # One buffer at a time, so that at most one old buffer is alive beside the new ones.
+        self.k = _grown(self.k, kv)
+        self.v = _grown(self.v, kv)
+        self.ck = _grown(self.ck, (rows, capacity, cfg.copy_dim))
+        self.ids = _grown(self.ids, (rows, capacity))
+        self.gidx = _grown(self.gidx, (rows, capacity))
+        self.pos = _grown(self.pos, (rows, capacity))
+        self.pinned = _grown(self.pinned, (rows, capacity))
+        self.seen = _grown(self.seen, (rows, self.seen.shape[1]))
+        for row in range(self.rows, rows):
+            heapq.heappush(self._free, row)
+        self.rows, self.capacity = rows, capacity
+
+
+class SessionStream:
+    """One session's state: its token stream, its bounded KV cache (a row of the model's
+    :class:`CachePool`), what it heard in each bucket.
+
+    The cache is written in place; tokens no future query can reach are dropped only when the row is
+    full, every few dozen micro-turns, rather than copied out every step. Holding a few unreachable tokens
+    a little longer changes nothing: the attention mask, not the cache, decides what is seen.
+    :meth:`close` hands the row to the next session (garbage collection does too, if close is never called).
+    """
+
+    def __init__(self, pool: CachePool, vocab: Vocab) -> None:
+        self.cfg = pool.cfg
+        self.pool = pool
+        self.stream = TokenStream(vocab, pool.cfg)
+        self.slot = pool.acquire()  # this session's row of the pool; -1 once closed
+        self.length = 0  # tokens in the cache
+        # The finalizer holds the pool and the row, not the session, so that collecting it frees the row.
+        self._release = weakref.finalize(self, pool.release, self.slot)
         # Tokens pushed but not yet through the network: a quiet tick's action (and a <say>'s <end>) wait
         # here to be fed with the next micro-turn's input, so a quiet tick costs one forward.
         self.pending: list[Token] = []
-        self.bucket_seen = torch.zeros(vocab.n_buckets, dtype=torch.bool, device=device)
         self.ticks = 0  # micro-turns stepped
 
-    # Views of the filled part of the buffers: [L, H, S, hd] and [S].
+    def close(self) -> None:
+        """Give the cache row back to the pool; the session cannot be stepped any more."""
+        self._release()
+        self.slot = -1
+
+    # Views of the filled part of the session's row: [L, H, S, hd] and [S].
     @property
     def k(self) -> Tensor:
-        return self._k[:, :, : self.length]
+        return self.pool.k[:, self.slot, :, : self.length]
 
     @property
     def v(self) -> Tensor:
-        return self._v[:, :, : self.length]
+        return self.pool.v[:, self.slot, :, : self.length]
 
     @property
     def copy_keys(self) -> Tensor:
-        return self._ck[: self.length]
+        return self.pool.ck[self.slot, : self.length]
 
     @property
     def ids(self) -> Tensor:
-        return self._ids[: self.length]
+        return self.pool.ids[self.slot, : self.length]
 
     @property
     def gidx(self) -> Tensor:
-        return self._gidx[: self.length]
+        return self.pool.gidx[self.slot, : self.length]
 
     @property
     def pinned(self) -> Tensor:
-        return self._pinned[: self.length]
+        return self.pool.pinned[self.slot, : self.length]
 
     @property
     def pos(self) -> Tensor:
-        return self._pos[: self.length]
+        return self.pool.pos[self.slot, : self.length]
+
+    @property
+    def bucket_seen(self) -> Tensor:
+        """[n_buckets] bool: buckets an input word of this session fell into (written as it is fed)."""
+        return self.pool.seen[self.slot]
 
     @property
     def cache_len(self) -> int:
         return self.length
+
+    @property
+    def capacity(self) -> int:
+        return self.pool.capacity
 
     @property
     def bucket_words(self) -> dict[int, str]:
@@ -740,8 +848,6 @@ class SessionStream:
     def push(self, token: str) -> Token:
         """Append a token to the stream; it waits in ``pending`` until the next :meth:`TickModel.feed`."""
         tok, pins = self.stream.push(token)
-        if self.stream.vocab.is_bucket(tok.id) and not tok.output:
-            self.bucket_seen[tok.id - self.stream.vocab.bucket_base] = True
         self.pending.append(tok)
         self._pin_gidx([g for g in pins if g != tok.gidx])
         return tok
@@ -753,7 +859,7 @@ class SessionStream:
             if tok.gidx in gidxs:
                 tok.pinned = True
         if self.length:
-            wanted = torch.as_tensor(gidxs, dtype=torch.long, device=self._gidx.device)
+            wanted = torch.as_tensor(gidxs, dtype=torch.long, device=self.pool.gidx.device)
             self.pinned[torch.isin(self.gidx, wanted)] = True
 
     def pin(self, ticks: int = 1) -> None:
@@ -764,25 +870,6 @@ class SessionStream:
             if tok.pos >= first:
                 tok.pinned = True
         self.pinned[self.pos >= first] = True
-
-    def append(self, toks: Sequence[Token], k: Tensor, v: Tensor, ck: Tensor) -> None:
-        """Add fed tokens (k, v [L, H, n, hd], copy keys [n, dc]); make room first if the buffers are full."""
-        n = len(toks)
-        if self.length + n > self.capacity:
-            self._evict(toks[-1].gidx)
-            if self.length + n > self.capacity:  # a very long micro-turn (pasted text): grow for it
-                self._grow(self.length + n + CACHE_SLACK)
-        end = self.length + n
-        self._k[:, :, self.length : end] = k
-        self._v[:, :, self.length : end] = v
-        self._ck[self.length : end] = ck
-        meta = torch.tensor([[t.gidx, t.pinned, t.pos, t.id] for t in toks], dtype=torch.long)  # [n, 4]
-        meta = meta.to(self._gidx.device)
-        self._gidx[self.length : end] = meta[:, 0]
-        self._pinned[self.length : end] = meta[:, 1].bool()
-        self._pos[self.length : end] = meta[:, 2]
-        self._ids[self.length : end] = meta[:, 3]
-        self.length = end
 
     def _evict(self, last: int) -> None:
         """Drop what no query after stream index ``last`` can attend to: those see keys newer than
@@ -796,26 +883,12 @@ class SessionStream:
             old_pinned &= rank > n_old - self.cfg.pin_budget
         keep = (in_window | old_pinned).nonzero().squeeze(1)  # [kept], ascending
         m = int(keep.numel())
-        self._k[:, :, :m] = self._k[:, :, keep]
-        self._v[:, :, :m] = self._v[:, :, keep]
-        self._ck[:m], self._ids[:m] = self.copy_keys[keep], self.ids[keep]
-        self._gidx[:m], self._pinned[:m], self._pos[:m] = self.gidx[keep], self.pinned[keep], self.pos[keep]
+        pool, row = self.pool, self.slot
+        for kv in (pool.k[:, row], pool.v[:, row]):  # [L, H, C, hd] views of the row
+            kv[:, :, :m] = kv[:, :, keep]
+        for buf in (pool.ck, pool.ids, pool.gidx, pool.pinned, pool.pos):
+            buf[row, :m] = buf[row, keep]
         self.length = m
-
-    def _grow(self, capacity: int) -> None:
-        def grown(buf: Tensor, dim: int) -> Tensor:
-            shape = list(buf.shape)
-            shape[dim] = capacity - shape[dim]
-            return torch.cat([buf, buf.new_zeros(shape)], dim=dim)
-
-        self._k, self._v = grown(self._k, 2), grown(self._v, 2)
-        self._ck, self._ids = grown(self._ck, 0), grown(self._ids, 0)
-        self._gidx, self._pinned, self._pos = (
-            grown(self._gidx, 0),
-            grown(self._pinned, 0),
-            grown(self._pos, 0),
-        )
-        self.capacity = capacity
 
 
 class TickModel:
@@ -833,6 +906,7 @@ class TickModel:
         self._act_mask = vocab.act_mask().to(self.device)  # [V]
         self._word_mask = vocab.word_mask()[: vocab.bucket_base].to(self.device)  # [bucket_base]
         self._act_by_id = {i: a for a, i in vocab.act_ids.items()}
+        self.pool = CachePool(self.cfg, vocab.n_buckets, self.device)  # every session's KV cache
 
     @classmethod
     def load(cls, path: Path | None = None, device: str = "cpu", warmup: bool = True) -> TickModel:
@@ -847,7 +921,7 @@ class TickModel:
         return model
 
     def new_session(self) -> SessionStream:
-        return SessionStream(self.net, self.vocab, self.device)
+        return SessionStream(self.pool, self.vocab)
 
     def warmup(self, ticks: int = 8, sessions: int = 2) -> None:
         """Step throw-away sessions (words, a said word, silence) through every code path once."""
@@ -860,92 +934,117 @@ class TickModel:
     @torch.no_grad()
     def feed(self, sessions: Sequence[SessionStream]) -> list[Tensor]:
         """Run one batched forward over each session's pending tokens; return the log-probabilities of
-        the next token after each of them ([n_b, V] per session).
+        the next token after each of them ([n_b, V] per session)."""
+        logp, _, _, counts = self._forward(sessions)
+        return [logp[i, :m] for i, m in enumerate(counts)]
 
-        The KV caches of the sessions are laid out left-padded, new tokens right-padded::
+    @torch.no_grad()
+    def _forward(self, sessions: Sequence[SessionStream]) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+        """:meth:`feed`, batch-shaped and with O(1) tensor ops whatever the batch size: the
+        log-probabilities after every fed token [B, N, V] (right-padded), those after each session's last
+        token [B, V], the sessions' pool rows [B], and how many tokens each session fed.
 
-            [ pad .. pad | cache_b | new_b | pad .. pad ]   gidx: -FAR_GIDX.. | ascending | +FAR_GIDX..
+        The keys of a batch row are the session's cache (its pool row, gathered) and then its new tokens::
 
-        so every row's keys stay sorted, which :func:`attention_mask` relies on.
+            [ cache_b | stale .. | new_b | pad .. ]    gidx: ascending | first new | ascending | +FAR_GIDX ..
+
+        :func:`attention_mask` needs every row's gidx ascending (it binary-searches the window's edge), so
+        the stale tail of a shorter cache takes the gidx of its row's first new token, is never pinned (so
+        it adds no pins to count) and is masked out explicitly. Cheaper than left-aligning each row with a
+        shifted gather, and one session (or equal cache lengths) needs neither.
         """
         chunks = [s.pending for s in sessions]
         if not all(chunks):
             raise ValueError("every session fed needs at least one pending token")
-        b = len(sessions)
-        n = max(len(c) for c in chunks)
-        s_max = max(s.cache_len for s in sessions)
-        dev = self.device
-        cfg = self.cfg
-        tokens = torch.full((b, n), self.vocab.pad_id, dtype=torch.long)  # [B, N]
-        pos = torch.zeros((b, n), dtype=torch.long)
-        offset = torch.zeros((b, n), dtype=torch.long)
-        q_gidx = FAR_GIDX + torch.arange(n).repeat(b, 1)  # [B, N]; right padding far after everything
-        new_pinned = torch.zeros((b, n), dtype=torch.bool)
-        for i, chunk in enumerate(chunks):
-            m = len(chunk)
-            tokens[i, :m] = torch.tensor([t.id for t in chunk])
-            pos[i, :m] = torch.tensor([t.pos for t in chunk])
-            offset[i, :m] = torch.tensor([t.offset for t in chunk])
-            q_gidx[i, :m] = torch.tensor([t.gidx for t in chunk])
-            new_pinned[i, :m] = torch.tensor([t.pinned for t in chunk])
-        tokens, pos, offset, q_gidx, new_pinned = (
-            x.to(dev) for x in (tokens, pos, offset, q_gidx, new_pinned)
-        )
-        k_gidx = -FAR_GIDX + torch.arange(s_max, device=dev).repeat(b, 1)  # [B, S]; left padding far before
-        k_pinned = torch.zeros((b, s_max), dtype=torch.bool, device=dev)
-        k_ids = torch.full((b, s_max), self.vocab.pad_id, dtype=torch.long, device=dev)  # pads: never copied
-        if b == 1:  # one session: its cache as is, no copy
-            past_k, past_v = sessions[0].k[:, None], sessions[0].v[:, None]  # [L, 1, H, S, hd]
-            past_ck = sessions[0].copy_keys[None]  # [1, S, dc]
-        else:
-            kv_shape = (cfg.n_layers, b, cfg.n_heads, s_max, cfg.head_dim)
-            past_k = torch.empty(kv_shape, device=dev)  # [L, B, H, S, hd]
-            past_v = torch.empty(kv_shape, device=dev)
-            past_ck = torch.zeros((b, s_max, cfg.copy_dim), device=dev)  # [B, S, dc]
-        for i, s in enumerate(sessions):
-            c = s.cache_len
-            k_gidx[i, s_max - c :] = s.gidx
-            k_pinned[i, s_max - c :] = s.pinned
-            k_ids[i, s_max - c :] = s.ids
-            if b > 1:
-                # Padding is masked out, but must be finite: -inf weights times NaN would still be NaN.
-                past_k[:, i, :, : s_max - c] = 0.0
-                past_v[:, i, :, : s_max - c] = 0.0
-                past_k[:, i, :, s_max - c :] = s.k
-                past_v[:, i, :, s_max - c :] = s.v
-                past_ck[i, s_max - c :] = s.copy_keys
+        if min(s.slot for s in sessions) < 0:
+            raise ValueError("a closed session cannot be stepped")
+        pool, cfg, dev = self.pool, self.cfg, self.device
+        # Room for the new tokens. Rarely (every few dozen micro-turns) a full row drops what neither these
+        # tokens nor later ones can reach; a micro-turn longer than a row's slack then grows every row.
+        for s, chunk in zip(sessions, chunks, strict=True):
+            if s.length + len(chunk) > pool.capacity:
+                s._evict(chunk[0].gidx - 1)
+        pool.fit(max(s.length + len(c) for s, c in zip(sessions, chunks, strict=True)))
+        slots, lens, counts = [s.slot for s in sessions], [s.length for s in sessions], list(map(len, chunks))
+        b, n, s_max = len(sessions), max(counts), max(lens)
+        # Everything this forward needs from the host, built in Python and sent as one tensor.
+        fields: list[int] = []  # [B, N, 5]: id, pos, offset, gidx, pinned of each token, right-padded
+        writes: list[int] = []  # [T, 4]: pool row, column, batch row, index in the row of each new token
+        heard: list[int] = []  # [K, 2]: pool row, bucket of each input word that fell into a bucket
+        vocab = self.vocab
+        for i, (s, chunk) in enumerate(zip(sessions, chunks, strict=True)):
+            for j, t in enumerate(chunk):
+                fields += (t.id, t.pos, t.offset, t.gidx, t.pinned)
+                writes += (s.slot, s.length + j, i, j)
+                if vocab.is_bucket(t.id) and not t.output:
+                    heard += (s.slot, t.id - vocab.bucket_base)
+            for j in range(len(chunk), n):  # padding: far after every real token, so no query sees it
+                fields += (vocab.pad_id, 0, 0, FAR_GIDX + j, False)
+        packed = torch.tensor([*fields, *writes, *heard, *slots, *lens, *counts], dtype=torch.long).to(dev)
+        tok, wr, hb, rows, lens_t, counts_t = packed.split([5 * b * n, len(writes), len(heard), b, b, b])
+        tokens, pos, offset, q_gidx, new_pinned = tok.view(b, n, 5).unbind(-1)  # [B, N] each
+        w_row, w_col, w_b, w_j = wr.view(-1, 4).unbind(-1)  # [T] each
+
+        # Sessions in the order of their rows, without gaps (one session; a runtime stepping every session
+        # it opened): the batch is a view of the pool, no copy.
+        dense = slots == list(range(slots[0], slots[0] + b))
+
+        def gather(buf: Tensor, row_dim: int, col_dim: int) -> Tensor:
+            """The batch's rows of a pool buffer, their first s_max tokens. Whole rows are gathered, then
+            cut: index_select from a strided view copies several times more slowly (on CPU)."""
+            buf = buf.narrow(row_dim, slots[0], b) if dense else buf.index_select(row_dim, rows)
+            return buf.narrow(col_dim, 0, s_max)
+
+        past_k, past_v = gather(pool.k, 1, 3), gather(pool.v, 1, 3)  # [L, B, H, S, hd]
+        past_ck, k_ids = gather(pool.ck, 0, 1), gather(pool.ids, 0, 1)  # [B, S, dc], [B, S]
+        k_gidx, k_pinned = gather(pool.gidx, 0, 1), gather(pool.pinned, 0, 1)  # [B, S]
+        # Stale ids need no masking: the mask gives their keys probability 0, so they are never copied.
+        valid = None
+        if min(lens) < s_max:
+            valid = torch.arange(s_max, device=dev) < lens_t[:, None]  # [B, S]
+            k_gidx = torch.where(valid, k_gidx, q_gidx[:, :1])
+            k_pinned = k_pinned & valid
         mask = attention_mask(
             q_gidx,
             torch.cat([k_gidx, q_gidx], dim=1),
-            torch.cat([k_pinned, new_pinned], dim=1),
+            torch.cat([k_pinned, new_pinned.bool()], dim=1),
             cfg.window,
             cfg.pin_budget,
         )  # [B, 1, N, S + N]
+        if valid is not None:
+            mask = mask & torch.cat([valid, valid.new_ones((b, n))], dim=1)[:, None, None, :]
         past = [(past_k[layer], past_v[layer]) for layer in range(cfg.n_layers)]
         logp, new_kv, ck = self.net(tokens, pos, offset, mask, past, (past_ck, k_ids))  # [B, N, V]
         new_k = torch.stack([kv[0] for kv in new_kv])  # [L, B, H, N, hd]
         new_v = torch.stack([kv[1] for kv in new_kv])
-        out = []
-        for i, (s, chunk) in enumerate(zip(sessions, chunks, strict=True)):
-            m = len(chunk)
-            s.append(chunk, new_k[:, i, :, :m], new_v[:, i, :, :m], ck[i, :m])
+        pool.k[:, w_row, :, w_col] = new_k[:, w_b, :, w_j]  # [T, L, H, hd] on both sides
+        pool.v[:, w_row, :, w_col] = new_v[:, w_b, :, w_j]
+        pool.ck[w_row, w_col] = ck[w_b, w_j]  # [T, dc]
+        meta = ((pool.ids, tokens), (pool.pos, pos), (pool.gidx, q_gidx), (pool.pinned, new_pinned))
+        for buf, field in meta:
+            buf[w_row, w_col] = field[w_b, w_j].to(buf.dtype)  # [T]
+        if heard:
+            h_row, h_bucket = hb.view(-1, 2).unbind(-1)
+            pool.seen[h_row, h_bucket] = True
+        for s, m in zip(sessions, counts, strict=True):
+            s.length += m
             s.pending = []
-            out.append(logp[i, :m])  # [m, V]
-            self.timing.max_cache = max(self.timing.max_cache, s.cache_len)
+        self.timing.max_cache = max(self.timing.max_cache, *(s.length for s in sessions))
         self.timing.forwards += 1
-        self.timing.tokens += sum(len(c) for c in chunks)
-        return out
+        self.timing.tokens += sum(counts)
+        last = logp[torch.arange(b, device=dev), counts_t - 1]  # [B, V]
+        return logp, last, rows, counts
 
-    def _choose(self, sessions: Sequence[SessionStream], logp: Sequence[Tensor], n_words: int) -> list[int]:
-        """Greedy next output token of each session (from the log-probabilities after its last fed token)
-        among those that make sense here: an action right after <act>; then words the session can say
-        (known words, buckets it heard a word in), and <end> once there is a word. One batched argmax."""
-        last = torch.stack([lp[-1] for lp in logp])  # [B, V]
+    def _choose(self, last: Tensor, rows: Tensor, n_words: int) -> list[int]:
+        """Greedy next output token of each session (from the log-probabilities after its last fed token,
+        [B, V]; ``rows``: the sessions' pool rows) among those that make sense here: an action right after
+        <act>; then words the session can say (known words, buckets it heard a word in), and <end> once
+        there is a word. One batched argmax."""
         if n_words < 0:
             allowed = self._act_mask.expand_as(last)
         else:
-            seen = torch.stack([s.bucket_seen for s in sessions])  # [B, n_buckets]
-            allowed = torch.cat([self._word_mask.expand(len(sessions), -1), seen], dim=1)  # [B, V]
+            seen = self.pool.seen.index_select(0, rows)  # [B, n_buckets]
+            allowed = torch.cat([self._word_mask.expand(len(rows), -1), seen], dim=1)  # [B, V]
             if n_words > 0:
                 allowed[:, self.vocab.end_id] = True
         return cast(list[int], last.masked_fill(~allowed, float("-inf")).argmax(-1).tolist())
@@ -969,8 +1068,8 @@ class TickModel:
         active = list(range(len(sessions)))  # sessions still writing their output
         n_words = -1  # -1: the action comes next; then words said so far (the same for all active)
         while active:
-            batch = [sessions[i] for i in active]
-            choices = self._choose(batch, self.feed(batch), n_words)
+            _, last, rows, _ = self._forward([sessions[i] for i in active])
+            choices = self._choose(last, rows, n_words)
             still: list[int] = []
             for i, choice in zip(active, choices, strict=True):
                 s = sessions[i]

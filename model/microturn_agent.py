@@ -7,7 +7,11 @@ Every micro-turn, for all sessions of the tick together:
    by its lexicon annotations (model/lexicon.py); typed text is spelled as the recogniser would
    (``<typed> every two seconds say hop </typed>``); background news (results, timers that went off,
    acknowledgements) enters as ``<result> ... </result>``; ``<agent>`` is set while the agent's own audio
-   plays.
+   plays. The camera frames of the micro-turns (``MicroTurn.video``) go through one batched
+   :class:`model.video.features.VideoFeatureExtractor` step; its events become ``<rep> three``,
+   ``<see:colour> red <cat:colour>`` ..., and the camera coming and going ``<video:on>`` /
+   ``<video:off>`` (model/ticks.py). What it sees also joins the conversation as ``[camera] ...`` lines,
+   the latest of each kind only, so that the LLM and the background model can be asked about it.
 2. **One batched** :meth:`TickModel.step` for every session of the tick (model/interaction.py).
 3. **Carry out each TickOutput**: ``<say>`` speaks its words now (flite, cached: reminders repeat);
    ``<stop>`` cuts the audio at once; ``<answer>`` has the embedded LLM reply to what the user just said,
@@ -35,9 +39,20 @@ from typing import TYPE_CHECKING, Any
 
 from model.lexicon import Lexicon, recogniser_words, spoken_words
 from model.listening import Ear, Heard, Listening
-from model.scenarios import BACKCHANNELS
+from model.scenarios import BACKCHANNELS, video_tokens
 from model.speech_agent import REACTIVE_TIMING, SessionState, SpeechAgent
-from model.ticks import RESULT, RESULT_END, TYPED, TYPED_END, Act, TickInput, TickOutput
+from model.ticks import (
+    REP_RESTART_S,
+    RESULT,
+    RESULT_END,
+    TYPED,
+    TYPED_END,
+    VIDEO_TOKENS,
+    Act,
+    TickInput,
+    TickOutput,
+)
+from model.video.features import VideoFeatureExtractor, VideoFeatures, VideoInput
 from service.microturn import (
     MICRO_TURN_MS,
     SAMPLE_RATE,
@@ -59,6 +74,14 @@ MAX_RESULT_WORDS = 8  # as model/scenarios.py: the network needs to know news ca
 RECENT_UTTERANCES = 2  # user utterances since the last turn taken that make up the question
 SAY_CACHE = 256  # synthesised <say> phrases kept: a reminder is said again and again
 BACKCHANNEL_WORDS = frozenset(w for phrase in BACKCHANNELS for w in phrase.split())
+CAMERA = "[camera]"  # opens the conversation lines that say what the camera shows
+# What each camera event the network is shown says in the conversation ("vanish" is neither).
+CAMERA_LINES = {
+    "rep": "repetitions so far: {}",
+    "colour": "the light turned {}",
+    "appear": "a {} appeared",
+    "number": "the card shows {}",
+}
 
 
 @dataclass
@@ -75,6 +98,10 @@ class MicroturnState(SessionState):
     # Session ms at which the audio released so far has played out at the listener's end: <agent> is
     # set for every micro-turn that starts before it (the same rule as model/scenarios.py's).
     playing_until_ms: int = 0
+    camera_on: bool = False  # what the network was last told: <video:on> or <video:off> (or nothing yet)
+    reps: int = 0  # repetitions counted; back to one after REP_RESTART_S without one (model/ticks.py)
+    last_rep_ms: int | None = None  # session ms of the frame the last repetition was seen in
+    camera_lines: dict[str, Message] = field(default_factory=dict)  # topic -> its line in the history
 
 
 class MicroturnAgent(SpeechAgent):
@@ -93,6 +120,10 @@ class MicroturnAgent(SpeechAgent):
         self.lexicon = Lexicon()
         self.listening = Listening(self.recognizers)
         self._says: OrderedDict[str, PcmArray] = OrderedDict()
+        self.video = VideoFeatureExtractor()
+        self.shows_video = True  # whether the network knows the video tokens (see _take_model)
+        if tick_model is not None:
+            self._take_model(tick_model)
 
     def warmup(self, max_sessions: int) -> None:
         self._extra_words = recogniser_words()  # the lexicon's foreign words, as flite says them (~1 s)
@@ -105,10 +136,25 @@ class MicroturnAgent(SpeechAgent):
             if not checkpoint.exists():
                 raise RuntimeError(f"no trained interaction model at {checkpoint} (model/train.py makes one)")
             t0 = time.perf_counter()
-            self.tick_model = TickModel.load(checkpoint, self.device)
+            self._take_model(TickModel.load(checkpoint, self.device))
             log.info("tick model loaded in %.1f s", time.perf_counter() - t0)
         for text in ("one", "two", "three"):
             self._synthesize_say(text)
+
+    def _take_model(self, tick_model: TickModel) -> None:
+        """Step ``tick_model`` from now on. A checkpoint trained before the video tokens (data version 1)
+        would read them as unknown words: it is not shown the camera (the conversation still is)."""
+        self.tick_model = tick_model
+        self.shows_video = all(tick_model.vocab.knows(t) for t in VIDEO_TOKENS)
+        if not self.shows_video:
+            log.warning("the tick model predates the video tokens: the camera reaches the conversation only")
+
+    def close_session(self, session_id: str) -> None:
+        state = self.sessions.get(session_id)
+        if isinstance(state, MicroturnState) and state.stream is not None:
+            state.stream.close()  # its row of the tick model's KV cache pool goes to the next session
+        super().close_session(session_id)
+        self.video.close_session(session_id)
 
     def restore_session(self, session_id: str, context: ConversationContext) -> None:
         """SpeechAgent's restore, with fresh listening and a fresh network stream: the network's memory of
@@ -127,13 +173,14 @@ class MicroturnAgent(SpeechAgent):
         heard = self.listening.listen(
             [(mt.session_id, mt.pcm, state.ear) for mt, state in zip(batch, states, strict=True)]
         )
+        seen = self._look(batch)
         # A fault in one session's part stays that session's (as in PerSessionModel): it gets an error
         # and sits out this network step; the others go on.
         live: list[int] = []
         inputs: list[TickInput] = []
         for i, (mt, state, out) in enumerate(zip(batch, states, outputs, strict=True)):
             try:
-                inputs.append(self._perceive(mt, state, out, heard[i]))
+                inputs.append(self._perceive(mt, state, out, heard[i], seen.get(i)))
                 live.append(i)
             except Exception as exc:
                 self._fault(mt, out, exc)
@@ -162,8 +209,24 @@ class MicroturnAgent(SpeechAgent):
             state.stream = self.tick_model.new_session()
         return state
 
+    def _look(self, batch: Sequence[MicroTurn]) -> dict[int, VideoFeatures]:
+        """Camera features of the micro-turns (by index in ``batch``) of sessions with a camera: a frame
+        now or before (a camera that stops sending goes stale). One batched step for all of them."""
+        which = [
+            i for i, mt in enumerate(batch) if mt.video is not None or mt.session_id in self.video.sessions
+        ]
+        if not which:
+            return {}
+        features = self.video.step([VideoInput.from_turn(batch[i]) for i in which])
+        return dict(zip(which, features, strict=True))
+
     def _perceive(
-        self, mt: MicroTurn, state: MicroturnState, out: MicroTurnOutput, heard: Heard
+        self,
+        mt: MicroTurn,
+        state: MicroturnState,
+        out: MicroTurnOutput,
+        heard: Heard,
+        seen: VideoFeatures | None = None,
     ) -> TickInput:
         """Everything the encoders report for this micro-turn, as the network's input."""
         state.now_ms = mt.t_ms
@@ -193,7 +256,54 @@ class MicroturnAgent(SpeechAgent):
             else:
                 tokens += [RESULT, *spoken_words(news)[:MAX_RESULT_WORDS], RESULT_END]
         agent_speaking = state.playing_until_ms > mt.t_ms
-        return TickInput(heard.user_speaking, agent_speaking=agent_speaking, tokens=tuple(tokens))
+        video = self._camera(state, seen) if seen is not None else ()
+        return TickInput(
+            heard.user_speaking,
+            agent_speaking=agent_speaking,
+            tokens=tuple(tokens),
+            video=video if self.shows_video else (),
+        )
+
+    def _camera(self, state: MicroturnState, seen: VideoFeatures) -> tuple[str, ...]:
+        """The network's video tokens for one micro-turn's camera features, written into the conversation
+        too. Repetitions are counted here, not by the extractor: the count says what to say, and a new
+        set after a rest starts at one again."""
+        tokens: list[str] = []
+        # Not "frozen": a still scene without sensor noise sends identical frames too, and the network
+        # misses nothing by seeing them (anything that happens changes the picture).
+        live = seen.has_video and not (seen.stale or seen.dark)
+        if live != state.camera_on:  # on the change only
+            state.camera_on = live
+            tokens += video_tokens("on" if live else "off")
+            self._camera_line(state, "camera", "the camera is on" if live else "the camera is off")
+        for event in seen.events:
+            line = CAMERA_LINES.get(event.kind)
+            if line is None:
+                continue  # "vanish": the network has no token for it
+            value = self._count(state, event.t_ms) if event.kind == "rep" else event.value
+            tokens += video_tokens(event.kind, value)
+            self._camera_line(state, event.kind, line.format(value))
+        return tuple(tokens)
+
+    @staticmethod
+    def _count(state: MicroturnState, t_ms: int) -> str:
+        """The count of a repetition seen at session ``t_ms``: one more, or one after a long rest."""
+        if state.last_rep_ms is None or t_ms - state.last_rep_ms > REP_RESTART_S * 1000:
+            state.reps = 0
+        state.reps += 1
+        state.last_rep_ms = t_ms
+        return str(state.reps)
+
+    @staticmethod
+    def _camera_line(state: MicroturnState, topic: str, text: str) -> None:
+        """Say in the conversation what the camera shows: the latest line of each topic only, so a count
+        is one line that moves up rather than a line per repetition."""
+        old = state.camera_lines.pop(topic, None)
+        if old is not None and any(m is old for m in state.history):  # unless it fell off the history
+            state.history.remove(old)
+        line = Message(role="user", content=f"{CAMERA} {text}", t_ms=state.now_ms)
+        state.history.append(line)
+        state.camera_lines[topic] = line
 
     @staticmethod
     def _heard(state: MicroturnState, text: str) -> None:

@@ -20,7 +20,14 @@ count)`` is deterministic: the same seed and count give the same scenarios, on a
   :func:`model.background.route` sends to a tool) get ``<ask>``; their results arrive later inside
   ``<result> ... </result>`` and are said with ``<news>`` at a fitting moment (the agent silent, the
   user silent for 0.6 s and not in the middle of a thought);
-- idle stretches, where the right action is ``<wait>``.
+- idle stretches, where the right action is ``<wait>``;
+- video (about one session in five has a camera; data version 2): RepCount ("count my squats": the agent
+  says each ``<rep>`` count in the micro-turn it is seen, also while the user talks, until "stop
+  counting"), watching ("let me know when the light goes green", "say go as soon as you see a red
+  square", "read me the number on the card whenever it changes": the matching ``<see:...>`` event is
+  answered with its value or the asked word, the others get silence), repetitions and scene changes
+  nobody asked about (silence), questions about what the camera shows (``<answer>``: the LLM reads the
+  camera lines of the conversation), and the camera dropping out (``<video:off>`` / ``<video:on>``).
 
 **Recogniser-like noise**, modelled on what model/listening.py produces on flite speech: words committed
 one to four micro-turns after they end (the partial hypothesis must grow two more words, or the user fall
@@ -30,6 +37,13 @@ what the model can see: a cue word the recogniser missed has no answer.
 **The agent's own voice.** ``<agent>`` follows from the targets: a ``<say>`` plays for
 :func:`say_seconds` (flite slt's duration, fitted), a reply (``<answer>``, ``<news>``) starts after the
 LLM's latency and plays for a few seconds, ``<stop>`` ends it in the next micro-turn.
+
+**What the camera's features report** (:meth:`_Session.video_events`, modelled on the measurements of
+model/video/features.py in docs/vision.md): an event reaches the model 0.1-0.4 s after it happens (now and
+then up to 0.7 s), a repetition or an event is missed now and then, the first movement of a set sometimes
+looks like a colour change or an appearance, a person in a scene sometimes makes a repetition; nothing is
+seen while the camera is off or for a second after it is back; a count restarts at one after
+:data:`model.ticks.REP_RESTART_S` without a repetition, as the runtime counts.
 
 **Benchmarks stay unseen.** Only :data:`model.lexicon.TRAIN_ENTRIES` (:data:`CUE_ENTRIES`) and the
 training category words are used, no benchmark cue word appears anywhere (not even as a meaning), and
@@ -61,21 +75,31 @@ from model.lexicon import (
     english_words,
     number_words,
     split_words,
+    spoken_words,
 )
 from model.ticks import (
     MAX_SAY_WORDS,
+    REP,
+    REP_RESTART_S,
     RESULT,
     RESULT_END,
+    SEE_KINDS,
     TYPED,
     TYPED_END,
+    VIDEO_OFF,
+    VIDEO_ON,
     Act,
     Scenario,
     Tick,
     TickInput,
     TickOutput,
+    see_token,
 )
+from model.video.features import STALE_S, WARMUP_S
+from model.video.palette import NAMED_COLOURS
+from model.video.synthetic import MAX_REP_S, MIN_REP_S, SHAPES
 
-DATA_VERSION = 1  # bump when what generate() produces for a seed changes
+DATA_VERSION = 2  # bump when what generate() produces for a seed changes
 
 TICK_S = 0.2  # one micro-turn
 SPEECH_MIN_S = 0.06  # speech in a micro-turn that sets <user> (model/listening.py SPEECH_MIN_MS)
@@ -119,6 +143,25 @@ P_FLAG_BLIP = 0.003  # a silent micro-turn reported as speech (breath, a knock)
 # 51 % 2, 25 % 3, 4 % 4+), used when the user falls silent right after it; otherwise a word waits for
 # two more words in the partial hypothesis.
 COMMIT_JITTER_S = (0.05, 0.3)
+
+# The camera (docs/vision.md, "Measured"): from an event on camera to the end of the micro-turn whose
+# features carry it, 0.1-0.4 s (median ~0.22, p95 ~0.37 s); a few later.
+SEEN_DELAY_S = (0.1, 0.4)
+P_SEEN_LATE = 0.05
+SEEN_LATE_S = (0.4, 0.7)
+P_REP_MISSED = 0.02  # 98 % of the counts were in time on held-out clips; a miss shifts the later counts
+P_EVENT_MISSED = 0.02  # 1 of 71 held-out scene events was late or missed
+P_SET_FALSE_SIGHT = 0.4  # a colour/appear event at the first movement of a set (~0.5 per squat clip)
+P_SCENE_FALSE_REP = 0.1  # a repetition counted in a scene (the person standing by, a distractor)
+P_CAMERA_GAP = 0.15  # per counting or watching stretch: the camera drops out for a while
+CAMERA_GAP_S = (2.0, 8.0)
+P_DARK_GAP = 0.3  # ... as a black picture (told at once) rather than no frames (told after STALE_S)
+REP_BASE_PERIOD_S = (0.9, 2.6)  # as model/video/synthetic.py: a base period drifting +-35 %, +-6 % jitter
+REP_DRIFT = 0.35
+REP_JITTER = 0.06
+SET_PAUSE_S = (1.5, 4.0)  # between the sets of one exercise
+P_LONG_REST = 0.2  # ... or a rest long enough that the count starts again at one
+RECENT_SIGHT_TICKS = 75  # "which number is on the card" is answered at once if it was read this recently
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -224,6 +267,88 @@ WORD_RULE = (
     "if i say the word {y} say {x}",
     "whenever you hear the word {y} say {x}",
 )
+# The camera. Slots: {e} an exercise, {c} a colour, {s} a shape, {x} a word to say.
+REP_COUNT = (
+    "count my {e}",
+    "count my {e} out loud",
+    "please count my {e}",
+    "count my reps out loud",
+    "keep count of my {e}",
+    "count the {e} i do",
+    "count my {e} as i do them",
+    "i'm doing {e} count them for me",
+    "watch me do {e} and count them",
+    "could you count my {e} out loud",
+)
+REP_STOP = (
+    "stop counting",
+    "you can stop counting",
+    "okay stop counting now",
+    "that's enough counting",
+    "stop counting please",
+    "i'm done you can stop",
+)
+# Watching for a colour: with {c} only that colour is answered; {x}: the word to say (else the colour).
+WATCH_COLOUR = (
+    "let me know when the light goes {c}",
+    "say {x} when the lamp turns {c}",
+    "as soon as the light is {c} tell me",
+    "watch the light and tell me when it's {c}",
+    "tell me the color whenever the light changes",
+    "say the new color each time the light changes",
+    "let me know what color the light turns",
+)
+# Watching for something to appear: {c} and {s} narrow it down; {x}: the word to say (else what it is).
+WATCH_APPEAR = (
+    "say {x} as soon as you see a {c} {s}",
+    "let me know when a {c} {s} shows up",
+    "tell me if you see a {c} {s}",
+    "say {x} when a {s} shows up",
+    "say {x} when something new shows up",
+    "tell me what shows up on the screen",
+    "let me know if anything pops up",
+)
+WATCH_NUMBER = (
+    "read me the number on the card whenever it changes",
+    "tell me each new number on the card",
+    "let me know when the card shows a new number",
+    "keep reading the numbers on the card",
+)
+NUMBER_QUESTION = (
+    "which number is on the card",
+    "what does the card say",
+    "read me the card",
+)  # answered once
+# Questions about what the camera shows: the LLM answers from the camera lines of the conversation.
+VIDEO_QUESTIONS = (
+    "how many have i done",
+    "what color is the light now",
+    "can you see me",
+    "what do you see",
+    "how many was that",
+    "is the camera working",
+    "what did the card show",
+    "can you still see me",
+)
+# What the user says while exercising or watching (no reply: a rule runs).
+VIDEO_CHATTER = (
+    "this is getting hard",
+    "okay here we go",
+    "i can do a few more",
+    "my arms are tired",
+    "almost there",
+    "just a couple more",
+    "let's keep going",
+    "okay watching now",
+)
+EXERCISE_NAMES = (
+    "push ups", "squats", "jumping jacks", "sit ups", "lunges", "burpees", "pull ups", "curls", "repetitions",
+)  # fmt: skip
+# Every camera phrasing generate() renders, for checks against benchmark phrasings (tests, bench/).
+VIDEO_TRAIN_PHRASINGS: tuple[str, ...] = (
+    *REP_COUNT, *REP_STOP, *WATCH_COLOUR, *WATCH_APPEAR, *WATCH_NUMBER, *NUMBER_QUESTION, *VIDEO_QUESTIONS,
+)  # fmt: skip
+
 # Instruction phrasings reserved for benchmark cases: generate() never renders one. Same slots.
 BENCH_PHRASINGS: dict[str, tuple[str, ...]] = {
     "periodic": (
@@ -249,6 +374,17 @@ BENCH_PHRASINGS: dict[str, tuple[str, ...]] = {
     ),
     "category_repeat": ("when i mention a {cat} repeat it",),
     "word": ("each time i say {y} say {x}",),
+    # The camera (RepCount and ProactiveVideoQA, /work/shared/BENCHMARKS.md).
+    "rep_count": ("count my reps", "count my {e} for me", "can you count my reps"),
+    "rep_stop": ("alright stop counting",),
+    "watch_colour": (
+        "tell me when the light turns {c}",
+        "say {x} when the light turns {c}",
+        "tell me what color the light changes to",
+    ),
+    "watch_appear": ("say now when a {c} {s} appears", "tell me when something appears"),
+    "watch_number": ("say the number on the card when it changes", "tell me when the number changes"),
+    "number_question": ("what number is on the card",),
 }
 
 LANGUAGE_NAMES = {"spanish": "spanish", "french": "french"}
@@ -461,6 +597,7 @@ _ALL_TEMPLATES: tuple[str, ...] = (
     *CATEGORY_REPEAT_RULE, *WORD_RULE, *QUESTIONS, *STATEMENTS, *INCOMPLETE, *FILLERS, *CONTINUATIONS,
     *BACKCHANNELS, *ASK_ARITHMETIC, *ASK_CLOCK, *ASK_TIMER, *ASK_DOCS, *MONOLOGUE, *PLAIN_SENTENCES,
     *(name for names in CATEGORY_NAMES.values() for name in names), *LANGUAGE_NAMES.values(),
+    *VIDEO_TRAIN_PHRASINGS, *VIDEO_CHATTER, *EXERCISE_NAMES, *SHAPES,
 )  # fmt: skip
 # Result phrasings (what the background model says back), see _result_text().
 _RESULT_TEMPLATES = (
@@ -476,9 +613,7 @@ TEMPLATE_WORDS: frozenset[str] = frozenset(
     | {"seconds", "second", "minute", "minutes", "a", "half"}
 )  # fmt: skip
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_MONTHS = split_words(
-    "january february march april may june july august september october november december"
-)
+_MONTHS = split_words("january february march april may june july august september october november december")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -542,12 +677,15 @@ class _Schedule:
 
 @dataclass
 class _Rule:
-    """A CueSpeak rule: what to say when a committed word matches."""
+    """A CueSpeak rule (what to say when a committed word matches), or a camera rule (when an event is)."""
 
-    kind: str  # "foreign" | "category" | "word"
+    kind: str  # "foreign" | "category" | "word" | "rep" (say each count) | "see" (say when seen)
     category: str = ""
-    answer: tuple[str, ...] = ()  # () for "say the meaning" / "repeat the word"
+    answer: tuple[str, ...] = ()  # () for "say the meaning" / "repeat the word" / "say what was seen"
     cue: str = ""
+    event: str = ""  # "see": the event kind watched for (model.ticks.SEE_KINDS)
+    target: tuple[str, ...] = ()  # "see": words the event's value must have ("green"; "red", "square")
+    once: bool = False  # "see": a question ("which number is on the card"), answered once
 
 
 @dataclass
@@ -580,6 +718,12 @@ class _Session:
     dropped: set[int] = field(default_factory=set)
     rule_active: bool = False  # while writing: a cue rule is on
     cursor: float = 0.5  # seconds: where the next thing happens
+    # The camera: on from camera_from (None: no camera); what happens on it, as the features would report
+    # it before delays and misses: repetitions completing, and (time, kind, value) visual events.
+    camera_from: float | None = None
+    reps: list[float] = field(default_factory=list)
+    sights: list[tuple[float, str, str]] = field(default_factory=list)
+    camera_gaps: list[tuple[float, float, bool]] = field(default_factory=list)  # (from, to, dark picture)
 
     # -- user speech --------------------------------------------------------------------------------
     def speak(self, text: str, rate: float, keys: frozenset[str] = frozenset(), gap: float = 0.0) -> _At:
@@ -687,6 +831,49 @@ class _Session:
     def _english(self) -> str:
         return self.rng.choice(_slot_words())
 
+    def video_events(self) -> dict[int, list[tuple[str, str]]]:
+        """What the camera's features report in each micro-turn: ("on"|"off", "") when the camera comes
+        and goes, ("rep", count), ("colour"|"appear"|"number", value); with the measured delays, misses
+        and restarts (see the module docstring)."""
+        out: dict[int, list[tuple[str, str]]] = {}
+        if self.camera_from is None:
+            return out
+
+        def report(t: float, kind: str, value: str = "") -> None:
+            k = self._tick(t)
+            if 0 <= k < self.n_ticks:
+                out.setdefault(k, []).append((kind, value))
+
+        # The detectors see nothing while the camera is off, nor in the first WARMUP_S after it came (back).
+        blind = [
+            (-math.inf, self.camera_from + WARMUP_S),
+            *((a, b + WARMUP_S) for a, b, _ in self.camera_gaps),
+        ]
+
+        def seen(t: float) -> bool:
+            return not any(a <= t < b for a, b in blind)
+
+        def delay() -> float:
+            late = self.rng.random() < P_SEEN_LATE
+            return self.rng.uniform(*(SEEN_LATE_S if late else SEEN_DELAY_S))
+
+        report(self.camera_from, "on")
+        for a, b, dark in self.camera_gaps:
+            report(a if dark else a + STALE_S + self.rng.uniform(0.0, TICK_S), "off")
+            report(b, "on")
+        count, last = 0, -math.inf
+        for t in sorted(self.reps):
+            if not seen(t) or self.rng.random() < P_REP_MISSED:
+                continue
+            at = t + delay()
+            count = 1 if at - last > REP_RESTART_S else count + 1  # counted as the runtime counts
+            last = at
+            report(at, "rep", str(count))
+        for t, kind, value in sorted(self.sights):
+            if seen(t) and self.rng.random() >= P_EVENT_MISSED:
+                report(t + delay(), kind, value)
+        return out
+
 
 # Words a recogniser inserts on a breath or a click.
 _INSERTIONS = ("a", "the", "and", "i", "in", "it", "uh", "oh", "to", "of")
@@ -719,12 +906,14 @@ _LEXICON = Lexicon()
 
 
 # How often each segment of _Writer.write() comes, per theme: time, cue, question, pause, ask, idle,
-# plain, monologue.
+# plain, monologue; count, watch, exercise, scene, video_question (a camera only in the video theme).
 _THEME_WEIGHTS = {
-    "time": (5, 1, 2, 1, 1, 2, 1, 0),
-    "cue": (1, 5, 1, 1, 1, 1, 1, 1),
-    "talk": (1, 1, 5, 3, 3, 2, 2, 1),
+    "time": (5, 1, 2, 1, 1, 2, 1, 0, 0, 0, 0, 0, 0),
+    "cue": (1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0),
+    "talk": (1, 1, 5, 3, 3, 2, 2, 1, 0, 0, 0, 0, 0),
+    "video": (1, 1, 1, 1, 1, 1, 1, 0, 4, 6, 1, 1, 1.5),
 }
+_SIGHT_COLOURS = tuple(NAMED_COLOURS)  # what the features name a lamp or an object
 
 
 class _Writer:
@@ -843,9 +1032,9 @@ class _Writer:
                 self.question()
         self.s.cursor = max(self.s.cursor, end)
 
-    def stop_command(self) -> None:
+    def stop_command(self, phrasings: Sequence[str] = STOP) -> None:
         self.s.wait(self.rng.uniform(0.3, 1.5))
-        text = self.rng.choice(STOP)
+        text = self.rng.choice(phrasings)
         if self.typing and self.rng.random() < 0.5:
             at = self.s.type_text(text.split())
         else:
@@ -891,9 +1080,7 @@ class _Writer:
     def monologue(self, cues: Sequence[str], seconds: float) -> None:
         """The user talks on; about one sentence in two has a cue word, some have distractors."""
         end = self.s.cursor + seconds
-        distractors = [e.word for e in CUE_ENTRIES] + [
-            w for ws in TRAIN_CATEGORY_WORDS.values() for w in ws
-        ]
+        distractors = [e.word for e in CUE_ENTRIES] + [w for ws in TRAIN_CATEGORY_WORDS.values() for w in ws]
         while self.s.cursor < end:
             roll = self.rng.random()
             if roll < 0.55 and cues:
@@ -1031,9 +1218,187 @@ class _Writer:
                 self.s.blips.add(k)
         self.s.wait(seconds)
 
+    # -- the camera ----------------------------------------------------------------------------------
+    def count_reps(self) -> None:
+        """RepCount: "count my squats", then sets of repetitions; each count is said as it is seen, also
+        while the user talks, until "stop counting" (sometimes in the middle of a set: the repetitions
+        after it are seen, not counted)."""
+        text = self.fill(self.rng.choice(REP_COUNT), e=self.rng.choice(EXERCISE_NAMES))
+        _, at = self.instruct(text, frozenset(text.split()))
+        self.s.rules.append((at, _Rule("rep")))
+        self.s.rule_active = True
+        # Mostly the exercise starts after the instruction; sometimes the user asks in the middle of it.
+        early = self.rng.random() < 0.2
+        start = (
+            self.s.cursor - self.rng.uniform(1.0, 5.0)
+            if early
+            else self.s.cursor + self.rng.uniform(0.3, 2.5)
+        )
+        times = self.exercise(max(0.0, start))
+        self.camera_gap(self.s.cursor, times[-1])
+        stop_phrasings = REP_STOP if self.rng.random() < 0.6 else STOP
+        if len(times) > 4 and self.rng.random() < 0.25:
+            stop_at = times[self.rng.randrange(2, len(times) - 1)] + self.rng.uniform(0.1, 0.5)
+            self.chatter(stop_at)
+            self.s.cursor = max(self.s.cursor, stop_at - 0.3)
+            self.stop_command(stop_phrasings)
+            self.s.cursor = max(self.s.cursor, times[-1] + self.rng.uniform(0.5, 1.5))
+            return
+        self.chatter(times[-1])
+        self.s.cursor = max(self.s.cursor, times[-1]) + self.rng.uniform(0.5, 2.0)
+        if self.rng.random() < 0.7:
+            self.stop_command(stop_phrasings)
+
+    def exercise(self, start: float) -> list[float]:
+        """Sets of repetitions from ``start``, timed as model/video/synthetic.py draws them; returns when
+        each completes (the truth the features report)."""
+        base = self.rng.uniform(*REP_BASE_PERIOD_S)
+        drift = self.rng.uniform(-REP_DRIFT, REP_DRIFT)  # relative change of the period, first to last
+        sets = [self.rng.randint(3, 12) for _ in range(self.rng.choices((1, 2, 3), (5, 3, 2))[0])]
+        total = sum(sets)
+        t = start
+        times: list[float] = []
+        for j, n in enumerate(sets):
+            if j:
+                long_rest = self.rng.random() < P_LONG_REST
+                t += (
+                    self.rng.uniform(REP_RESTART_S + 1.0, 25.0)
+                    if long_rest
+                    else self.rng.uniform(*SET_PAUSE_S)
+                )
+            if self.rng.random() < P_SET_FALSE_SIGHT:  # its first movement, taken for a visual change
+                kind = self.rng.choice(("colour", "appear"))
+                self.s.sights.append((t + self.rng.uniform(0.2, 0.8), kind, self.sight(kind)))
+            for _ in range(n):
+                x = 2 * len(times) / (total - 1) - 1 if total > 1 else 0.0
+                period = base * (1 + drift * x) * (1 + self.rng.gauss(0.0, REP_JITTER))
+                t += min(max(period, MIN_REP_S), MAX_REP_S)
+                times.append(t)
+        self.s.reps += times
+        return times
+
+    def sight(self, kind: str, like: Sequence[str] = (), unlike: str = "") -> str:
+        """A value of a visual event of ``kind``: a colour, "red square", "42"; with the words of ``like``
+        where given, never ``unlike`` (the value before a change)."""
+        while True:
+            colour = next((w for w in like if w in NAMED_COLOURS), self.rng.choice(_SIGHT_COLOURS))
+            if kind == "colour":
+                value = colour
+            elif kind == "appear":
+                value = f"{colour} {next((w for w in like if w in SHAPES), self.rng.choice(SHAPES))}"
+            else:
+                value = str(self.rng.randint(0, 99))
+            if value != unlike:
+                return value
+
+    def watch(self) -> None:
+        """ProactiveVideoQA: "let me know when the light goes green", then what happens on camera; what
+        matches is said when it is seen (its value, or the word asked for), the rest gets silence."""
+        kind = self.rng.choices(SEE_KINDS, (4, 3, 3))[0]
+        if kind == "number" and self.rng.random() < 0.35:
+            self.number_question()
+            return
+        template = self.rng.choice(
+            {"colour": WATCH_COLOUR, "appear": WATCH_APPEAR, "number": WATCH_NUMBER}[kind]
+        )
+        slots = {
+            "c": self.rng.choice(_SIGHT_COLOURS),
+            "s": self.rng.choice(SHAPES),
+            "x": " ".join(self.cue_reply()),
+        }
+        text = self.fill(template, **slots)
+        target = tuple(slots[name] for name in ("c", "s") if f"{{{name}}}" in template)
+        answer = tuple(slots["x"].split()) if "{x}" in template else ()
+        _, at = self.instruct(text, frozenset(text.split()))
+        self.s.rules.append((at, _Rule("see", answer=answer, event=kind, target=target)))
+        self.s.rule_active = True
+        # What happens: one to three events; a watched-for one among them four times in five.
+        values: list[str] = []
+        for _ in range(self.rng.randint(1, 3)):
+            values.append(self.sight(kind, unlike=values[-1] if values else ""))
+        if target and self.rng.random() < 0.8:
+            values[self.rng.randrange(len(values))] = self.sight(kind, like=target)
+            values = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]  # a change changes
+        t = self.scene(self.s.cursor + self.rng.uniform(2.0, 5.0), kind, values)
+        self.camera_gap(self.s.cursor, t)
+        self.chatter(t)
+        self.s.cursor = max(self.s.cursor, t) + self.rng.uniform(0.5, 2.0)
+        if self.rng.random() < 0.5:
+            self.stop_command()
+
+    def number_question(self) -> None:
+        """The question "which number is on the card": answered at once if the card was read lately, else
+        when it is."""
+        values = [self.sight("number") for _ in range(self.rng.randint(1, 2))]
+        if self.rng.random() < 0.6:  # the card is up before the question
+            self.s.cursor = self.scene(self.s.cursor + self.rng.uniform(1.0, 3.0), "number", values[:1])
+            values = values[1:]
+            self.s.wait(self.rng.uniform(0.5, 4.0))
+        text = self.rng.choice(NUMBER_QUESTION)
+        _, at = self.instruct(text, frozenset(text.split()))
+        self.s.rules.append((at, _Rule("see", event="number", once=True)))
+        self.s.cursor = self.scene(self.s.cursor + self.rng.uniform(1.5, 4.0), "number", values)
+        self.s.wait(self.rng.uniform(0.5, 2.0))
+
+    def scene(self, start: float, kind: str, values: Sequence[str]) -> float:
+        """Visual events of ``values`` from ``start``, >= 1.5 s apart, now and then one of another kind or
+        a repetition in between; returns when the last happened."""
+        t = start
+        for i, value in enumerate(values):
+            if i:
+                t += self.rng.uniform(1.5, 6.0)
+            self.s.sights.append((t, kind, value))
+            if self.rng.random() < 0.2:
+                other = self.rng.choice([k for k in SEE_KINDS if k != kind])
+                self.s.sights.append((t + self.rng.uniform(0.7, 1.4), other, self.sight(other)))
+        if self.rng.random() < P_SCENE_FALSE_REP:
+            self.s.reps.append(self.rng.uniform(start, t + 1.0))
+        return t
+
+    def camera_gap(self, start: float, end: float) -> None:
+        """Now and then the camera drops out somewhere in [start, end)."""
+        if end - start > 2.0 and self.rng.random() < P_CAMERA_GAP:
+            t = self.rng.uniform(start, end - 1.0)
+            self.s.camera_gaps.append(
+                (t, t + self.rng.uniform(*CAMERA_GAP_S), self.rng.random() < P_DARK_GAP)
+            )
+
+    def chatter(self, until: float) -> None:
+        """The user talks now and then while exercising or watching (a rule runs: no reply)."""
+        while self.s.cursor < until - 2.0:
+            self.s.wait(self.rng.uniform(1.0, 5.0))
+            if self.rng.random() < 0.35:
+                self.s.speak(self.rng.choice(VIDEO_CHATTER + PLAIN_SENTENCES), self.rate)
+
+    def cue_reply(self) -> tuple[str, ...]:
+        """A word to say when something is seen: a short cue word, or any word."""
+        if self.rng.random() < 0.5:
+            return (self.rng.choice(("now", "yes", "go", "there", "bingo", "look")),)
+        return self.say_words()[:2]
+
+    def unasked_exercise(self) -> None:
+        """Repetitions nobody asked to count (silence, unless counting is still on)."""
+        times = self.exercise(self.s.cursor + self.rng.uniform(0.5, 2.0))
+        self.s.cursor = times[-1] + self.rng.uniform(0.5, 2.0)
+
+    def unasked_scene(self) -> None:
+        """Visual events nobody asked about."""
+        kind = self.rng.choice(SEE_KINDS)
+        values: list[str] = []
+        for _ in range(self.rng.randint(1, 3)):
+            values.append(self.sight(kind, unlike=values[-1] if values else ""))
+        self.s.cursor = self.scene(self.s.cursor + self.rng.uniform(1.0, 3.0), kind, values)
+        self.s.wait(self.rng.uniform(0.5, 2.0))
+
+    def video_question(self) -> None:
+        at = self.s.speak(self.rng.choice(VIDEO_QUESTIONS), self.rate)
+        self.reply_turn(at, self.heard_tick())
+
     # -- the whole session -------------------------------------------------------------------------
     def write(self) -> None:
-        theme = self.rng.choices(("time", "cue", "talk"), (4, 3, 3))[0]
+        theme = self.rng.choices(("time", "cue", "talk", "video"), (4, 3, 3, 2.5))[0]
+        if theme == "video":
+            self.s.camera_from = self.rng.uniform(0.0, 0.6)
         segments: dict[str, Callable[[], None]] = {
             "time": self.timespeak,
             "cue": self.cuespeak,
@@ -1045,6 +1410,11 @@ class _Writer:
             "monologue": lambda: self.monologue(
                 [w for ws in TRAIN_CATEGORY_WORDS.values() for w in ws], self.rng.uniform(5.0, 15.0)
             ),
+            "count": self.count_reps,
+            "watch": self.watch,
+            "exercise": self.unasked_exercise,
+            "scene": self.unasked_scene,
+            "video_question": self.video_question,
         }
         names = list(segments)
         weights = dict(zip(names, _THEME_WEIGHTS[theme], strict=True))
@@ -1080,6 +1450,8 @@ def _render(s: _Session) -> Scenario:
     news_waiting = 0
     last_user = -100
     unfinished = False  # the user's last words were an unfinished thought
+    video = s.video_events()
+    last_sight: dict[str, tuple[int, str]] = {}  # event kind -> (micro-turn, value) last seen
     ticks: Scenario = []
     for k in range(s.n_ticks):
         user = flags[k]
@@ -1100,13 +1472,32 @@ def _render(s: _Session) -> Scenario:
             news_waiting += 1
         if heard:
             unfinished = heard[-1] in _UNFINISHED_ENDINGS
+        seen = video.get(k, [])
+        camera = [t for kind, value in seen for t in video_tokens(kind, value)]
+        for kind, value in seen:
+            if kind == "off":
+                last_sight.clear()  # what the camera showed before may have changed meanwhile
+            elif kind != "on":
+                last_sight[kind] = (k, value)
         # -- what the user asked for earlier comes due
         while schedule_starts and schedule_starts[0][0] <= k:
             schedules.append(schedule_starts.pop(0)[1])
         while rule_starts and rule_starts[0][0] <= k:
             rule = rule_starts.pop(0)[1]
+            if rule is not None and rule.once and rule.event in last_sight:
+                at, value = last_sight[rule.event]
+                if k - at <= RECENT_SIGHT_TICKS:  # a question about what is on camera now: answered now
+                    say_queue.append(tuple(spoken_words(value)))
+                    rule = None
         if rule is not None:
             say_queue += [answer for word in heard if (answer := _cue_answer(rule, word))]
+            for kind, value in seen:
+                answer = _sight_answer(rule, kind, value)
+                if answer:
+                    say_queue.append(answer)
+                    if rule.once:
+                        rule = None
+                        break
         for sched in schedules:
             while sched.ticks and sched.ticks[0] <= k:
                 sched.ticks.pop(0)
@@ -1161,7 +1552,9 @@ def _render(s: _Session) -> Scenario:
             playback.append(_Playback(begin, begin + say_ticks(say), False))
         ticks.append(
             Tick(
-                TickInput(user_speaking=user, agent_speaking=agent, tokens=tuple(tokens)),
+                TickInput(
+                    user_speaking=user, agent_speaking=agent, tokens=tuple(tokens), video=tuple(camera)
+                ),
                 TickOutput(act, say[:MAX_SAY_WORDS]),
             )
         )
@@ -1197,7 +1590,28 @@ def _cue_answer(rule: _Rule, word: str) -> tuple[str, ...]:
         if rule.category in _LEXICON.categories(word):
             return rule.answer or (word,)
         return ()
-    return rule.answer if word == rule.cue else ()
+    return rule.answer if rule.kind == "word" and word == rule.cue else ()
+
+
+def _sight_answer(rule: _Rule, kind: str, value: str) -> tuple[str, ...]:
+    """What to say when the camera reports ``kind`` with ``value`` under ``rule``."""
+    if rule.kind == "rep" and kind == "rep":
+        return tuple(spoken_words(value))  # the count
+    if rule.kind == "see" and kind == rule.event and set(rule.target) <= set(value.split()):
+        return rule.answer or tuple(spoken_words(value))
+    return ()
+
+
+def video_tokens(kind: str, value: str = "") -> tuple[str, ...]:
+    """The tokens of one thing the camera's features report (model/ticks.py), for the generator and the
+    runtime alike: "on"/"off" (the camera came or went), "rep" with the count ("3" -> ``<rep> three``), or
+    a visual event with its value ("red square" -> ``<see:appear> red <cat:colour> square``)."""
+    if kind == "on":
+        return (VIDEO_ON,)
+    if kind == "off":
+        return (VIDEO_OFF,)
+    marker = REP if kind == "rep" else see_token(kind)
+    return (marker, *_LEXICON.annotate(spoken_words(value)))
 
 
 def generate(seed: int, count: int) -> list[Scenario]:
@@ -1209,5 +1623,3 @@ def generate(seed: int, count: int) -> list[Scenario]:
         writer.write()
         scenarios.append(_render(writer.s))
     return scenarios
-
-

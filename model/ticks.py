@@ -9,13 +9,19 @@ This is the contract between the three parts of the trained interaction model:
   recognition, the lexicon annotator, the agent's own playback) into the same :class:`TickInput` every
   200 ms and carries out the :class:`TickOutput` the network decides.
 
-One micro-turn is written as ``<tick> [<user>] [<agent>] word ... <act> ACTION [word ... <end>]``:
+One micro-turn is written as ``<tick> [<user>] [<agent>] [video] word ... <act> ACTION [word ... <end>]``:
 
 - ``<tick>`` opens every micro-turn. Every token of a micro-turn gets the micro-turn's index as its
   position, so "how long ago" is a distance in micro-turns (200 ms each) whatever else was said.
 - ``<user>``: the user is speaking during this micro-turn (speech activity, >= 60 ms of it).
 - ``<agent>``: the agent's own voice is still playing during this micro-turn. What the model said is part
   of what it sees: it needs it to keep a rhythm and to know whether it was interrupted.
+- video (data version 2 on): what the camera showed happening in this micro-turn, from the per-session
+  features of :mod:`model.video.features` -- ``<rep> three`` (a repetition completed: the count as the
+  word to say), ``<see:colour> red <cat:colour>`` (a light turned red), ``<see:appear> red <cat:colour>
+  square`` (something appeared), ``<see:number> forty two`` (a card now shows 42), ``<video:off>`` /
+  ``<video:on>`` (the camera went stale or black / is back; on the change only). Values are words
+  with the lexicon's annotations, so a rule about colours heard applies to colours seen.
 - words: what the recogniser committed in this micro-turn (lower case, as pocketsphinx spells them), each
   optionally followed by the lexicon's annotations (:data:`CATEGORY_PREFIX` and :data:`MEANS`, see
   below); typed text inside ``<typed> ... </typed>``; a background result inside
@@ -64,7 +70,28 @@ class Act(enum.StrEnum):
     NEWS = "<news>"  # a fitting moment: say the background result that is waiting
 
 
-SPECIAL_TOKENS: tuple[str, ...] = (
+# The camera (see the module docstring): event markers, each followed by its value as words.
+REP = "<rep>"
+SEE_PREFIX = "<see:"
+SEE_KINDS = ("colour", "appear", "number")  # the VideoEvent kinds the model is shown (not "vanish")
+VIDEO_OFF = "<video:off>"
+VIDEO_ON = "<video:on>"
+# A repetition count restarts at one after this long without a repetition: a new set, or a new exercise
+# ("count my squats" after a rest). Shorter pauses (between sets of one clip, 1.5-4 s) keep counting.
+REP_RESTART_S = 10.0
+
+
+def see_token(kind: str) -> str:
+    if kind not in SEE_KINDS:
+        raise ValueError(f"unknown visual event {kind!r}; choose one of: {', '.join(SEE_KINDS)}")
+    return f"{SEE_PREFIX}{kind}>"
+
+
+VIDEO_TOKENS: tuple[str, ...] = (REP, *(see_token(k) for k in SEE_KINDS), VIDEO_OFF, VIDEO_ON)
+
+# The special tokens of data version 1, in their order: checkpoints trained before the video tokens lay
+# out their ids with exactly these (model/interaction.py's load_checkpoint), so the list never changes.
+SPECIAL_TOKENS_V1: tuple[str, ...] = (
     TICK,
     USER,
     AGENT,
@@ -78,6 +105,8 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     *(category_token(c) for c in CATEGORIES),
     *(a.value for a in Act),
 )
+# New tokens go at the end: the ids of the older ones stay what they were.
+SPECIAL_TOKENS: tuple[str, ...] = (*SPECIAL_TOKENS_V1, *VIDEO_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -89,6 +118,8 @@ class TickInput:
     # Recogniser words committed in this micro-turn with their lexicon annotations, typed text and
     # background results, already as tokens: ``("gato", "<means>", "cat")``.
     tokens: tuple[str, ...] = ()
+    # What the camera showed, already as tokens (``("<rep>", "three")``); placed before the words.
+    video: tuple[str, ...] = ()
 
     def to_tokens(self) -> list[str]:
         head = [TICK]
@@ -96,7 +127,7 @@ class TickInput:
             head.append(USER)
         if self.agent_speaking:
             head.append(AGENT)
-        return [*head, *self.tokens, ACT]
+        return [*head, *self.video, *self.tokens, ACT]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,17 @@ from model.interaction import (
     tick_tokens,
     word_bucket,
 )
-from model.ticks import MAX_SAY_WORDS, Act, Scenario, Tick, TickInput, TickOutput
+from model.ticks import (
+    MAX_SAY_WORDS,
+    REP,
+    SPECIAL_TOKENS,
+    SPECIAL_TOKENS_V1,
+    Act,
+    Scenario,
+    Tick,
+    TickInput,
+    TickOutput,
+)
 from model.train import (
     SETTINGS,
     DataSource,
@@ -224,6 +234,123 @@ def test_batched_ragged_sessions_equal_one_at_a_time() -> None:
             got_b.append(logits[1])
     torch.testing.assert_close(torch.cat(got_a), full_long, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.cat(got_b), full_short, atol=1e-5, rtol=1e-5)
+
+
+def pasted_scenario(words: int) -> Scenario:
+    """A typed instruction (pinned), quiet micro-turns, then a typed text of ``words`` words (longer than
+    the window, or than a cache row, which then grows), then quiet again."""
+    typed = ("<typed>", *(f"word{i}" for i in range(words)), "</typed>")
+    quiet = [Tick(TickInput()) for _ in range(30)]
+    instruction = Tick(TickInput(tokens=("<typed>", "count", "to", "ten", "</typed>")))
+    return [instruction, *quiet[:4], Tick(TickInput(tokens=typed)), *quiet]
+
+
+def test_pooled_caches_stream_exactly_through_row_reuse_and_growth() -> None:
+    """Sessions fed in batches from one CachePool get the full forward's log-probabilities: caches of
+    different lengths, evictions, more sessions than the pool's first rows (it doubles), rows of closed
+    sessions taken by new ones (stale tokens beyond the new cache), a pasted text longer than a row."""
+    cfg = preset("tiny", window=16, pin_budget=5)
+    model = random_model(cfg)
+    rows, capacity = model.pool.rows, model.pool.capacity
+    scenarios = [mixed_scenario(), schedule_scenario("hop", 1, 3), pasted_scenario(2 * capacity)]
+    full = [full_forward_logits(model, sc) for sc in scenarios]
+    lanes = [(i % 3, 4 * i) for i in range(rows + 4)]  # (scenario, first micro-turn) of each session
+    sessions: list[SessionStream] = []
+    got: list[list[torch.Tensor]] = [[] for _ in lanes]
+    closed_rows, reused = set(), 0
+    for t in range(max(start + len(scenarios[sc]) for sc, start in lanes)):
+        fed = []
+        for i, (sc, start) in enumerate(lanes):
+            if t == start:
+                sessions.append(model.new_session())
+                reused += sessions[i].slot in closed_rows
+            if start <= t < start + len(scenarios[sc]):
+                tick = scenarios[sc][t - start]
+                for tok in tick_tokens(tick.input, tick.output):
+                    sessions[i].push(tok)
+                fed.append(i)
+            elif t == start + len(scenarios[sc]):
+                closed_rows.add(sessions[i].slot)
+                sessions[i].close()
+        for i, logp in zip(fed, model.feed([sessions[i] for i in fed]), strict=True):
+            got[i].append(logp)
+    assert model.pool.rows == 2 * rows and model.pool.capacity > capacity and reused
+    for i, (sc, _) in enumerate(lanes):
+        torch.testing.assert_close(torch.cat(got[i]), full[sc], atol=1e-5, rtol=1e-5)
+
+
+def test_stale_tokens_of_a_reused_row_are_neither_seen_nor_counted() -> None:
+    """A new session in the row of a closed one, fed beside a longer cache: the old occupant's pinned
+    tokens beyond the new cache's end are gathered with it. A micro-turn longer than the window then
+    searches past them for its window's edge; they must count as neither keys nor pins."""
+    cfg = preset("tiny", window=16, pin_budget=5)
+    model = random_model(cfg)
+    first = model.new_session()
+    typed = [("<typed>", *(f"n{i}{j}" for j in range(8)), "</typed>") for i in range(9)]
+    notes = [Tick(TickInput(tokens=tokens)) for tokens in typed]
+    feed_scenario(model, first, notes)  # its row fills with pinned typed words
+    row = first.slot
+    first.close()
+    reused, longer = model.new_session(), model.new_session()
+    assert reused.slot == row
+    pasted = pasted_scenario(3 * cfg.window)
+    got = []
+    for t, tick in enumerate(mixed_scenario()):
+        for tok in tick_tokens(tick.input, tick.output):
+            longer.push(tok)
+        if 0 <= t - 20 < len(pasted):  # the longer session is 20 micro-turns ahead
+            for tok in tick_tokens(pasted[t - 20].input, pasted[t - 20].output):
+                reused.push(tok)
+            got.append(model.feed([longer, reused])[1])
+        else:
+            model.feed([longer])
+    torch.testing.assert_close(torch.cat(got), full_forward_logits(model, pasted), atol=1e-5, rtol=1e-5)
+
+
+def test_batched_steps_decide_what_each_session_decides_alone() -> None:
+    """step() over sessions of different cache lengths (own decisions fed back, words decoded by the
+    sessions that said <say> only) decides exactly what stepping each session alone decides, through
+    evictions and after a session closes and a new one takes its pool row."""
+    cfg = preset("tiny", window=16, pin_budget=5)
+    batched, alone = random_model(cfg, seed=1), random_model(cfg, seed=1)  # seed 1: says and other acts
+    scenarios = [mixed_scenario(), schedule_scenario("hop", 1, 3), pasted_scenario(40), mixed_scenario()]
+    starts = [0, 5, 9, 40]  # the hop session closes at micro-turn 36; the last one takes its row
+    inputs = [[tick.input for tick in sc] for sc in scenarios]
+    want = []
+    for lane in inputs:
+        s = alone.new_session()
+        want.append([alone.step([s], [inp])[0] for inp in lane])
+    sessions: list[SessionStream] = []
+    got: list[list[TickOutput]] = [[] for _ in inputs]
+    for t in range(max(start + len(lane) for start, lane in zip(starts, inputs, strict=True))):
+        live = []
+        for i, (start, lane) in enumerate(zip(starts, inputs, strict=True)):
+            if t == start:
+                sessions.append(batched.new_session())
+            if start <= t < start + len(lane):
+                live.append(i)
+            elif t == start + len(lane) and sessions[i].slot >= 0:
+                sessions[i].close()
+        outs = batched.step([sessions[i] for i in live], [inputs[i][t - starts[i]] for i in live])
+        for i, out in zip(live, outs, strict=True):
+            got[i].append(out)
+    assert got == want
+    assert sessions[3].slot == 1 and sessions[1].slot == -1  # the closed session's row, reused
+    assert sessions[0].length < sessions[0].stream.next_gidx  # tokens were evicted
+    acts = {out.act for lane in got for out in lane}
+    assert Act.SAY in acts and len(acts) > 1  # words decoded by a sub-batch
+
+
+def test_closed_or_dropped_sessions_give_their_rows_back() -> None:
+    model = random_model(preset("tiny"))
+    a, b = model.new_session(), model.new_session()
+    rows = {a.slot, b.slot}
+    a.close()
+    with pytest.raises(ValueError, match="closed"):
+        model.step([a], [TickInput()])
+    del b  # never closed: collecting it frees its row all the same
+    c, d = model.new_session(), model.new_session()
+    assert {c.slot, d.slot} == rows
 
 
 def test_step_decides_what_the_full_forward_predicts() -> None:
@@ -450,3 +577,34 @@ def test_committed_checkpoint_loads_and_steps_on_cpu() -> None:
         outs = model.step(sessions, [tick.input] * 3)
         assert len(outs) == 3 and all(isinstance(o, TickOutput) for o in outs)
     assert model.timing.ms > 0 and model.meta.get("data_version")
+
+
+def test_a_checkpoint_from_before_the_video_tokens_loads_with_its_own_ids(tmp_path: Path) -> None:
+    """A data version 1 checkpoint (saved without its special tokens) lays its ids out with
+    SPECIAL_TOKENS_V1: loaded now, it encodes every token as it was trained and steps the same; a current
+    one saves and gets back its own list."""
+    cfg = preset("tiny")
+    old = Vocab(["breathe", "hop"], cfg.n_buckets, SPECIAL_TOKENS_V1)
+    net = InteractionNet(cfg, old.size)
+    path = tmp_path / "v1.pt"
+    save_checkpoint(path, net, old, fp16=False)
+    blob = torch.load(path, weights_only=True)
+    del blob["special_tokens"]  # as a checkpoint saved before the list was
+    torch.save(blob, path)
+    loaded = TickModel.load(path, warmup=False)
+    tokens = [*SPECIAL_TOKENS_V1, "breathe", "hop", "zebra", REP]
+    assert [loaded.vocab.encode(t) for t in tokens] == [old.encode(t) for t in tokens]
+    assert loaded.vocab.size == old.size and not loaded.vocab.knows(REP) and loaded.vocab.knows("hop")
+    reference = TickModel(net, old)
+    sa, sb = reference.new_session(), loaded.new_session()
+    for tick in schedule_scenario("hop", 1, 2):
+        assert reference.step([sa], [tick.input]) == loaded.step([sb], [tick.input])
+    current = Vocab(["breathe", "hop"], cfg.n_buckets)
+    save_checkpoint(path, InteractionNet(cfg, current.size), current)
+    _, vocab, _ = load_checkpoint(path)
+    assert vocab.specials == SPECIAL_TOKENS and vocab.knows(REP)
+    assert (
+        vocab.encode("hop")
+        == current.encode("hop")
+        == old.encode("hop") + len(SPECIAL_TOKENS) - len(SPECIAL_TOKENS_V1)
+    )

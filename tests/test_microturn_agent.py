@@ -17,14 +17,27 @@ import numpy as np
 import pytest
 
 from model.asr import RecognizerPool
-from model.interaction import DEFAULT_CHECKPOINT
+from model.interaction import DEFAULT_CHECKPOINT, Vocab
 from model.lexicon import number_words
 from model.listening import Ear, Listening
 from model.microturn_agent import MicroturnAgent
 from model.scenarios import say_ticks
-from model.ticks import TYPED, TYPED_END, Act, TickInput, TickOutput
+from model.ticks import (
+    REP,
+    SPECIAL_TOKENS,
+    SPECIAL_TOKENS_V1,
+    TYPED,
+    TYPED_END,
+    VIDEO_OFF,
+    VIDEO_ON,
+    Act,
+    TickInput,
+    TickOutput,
+)
+from model.video.replay import replay
+from model.video.synthetic import make_clip
 from service.client import AUDIBLE_DBFS, level_dbfs
-from service.microturn import SAMPLES_PER_TURN, Action, MicroTurn, TextInput
+from service.microturn import SAMPLES_PER_TURN, Action, MicroTurn, TextInput, VideoFrame
 
 from .conftest import NodeFactory, silence, speech
 
@@ -40,13 +53,17 @@ class StandInSession:
     words: tuple[str, ...] = ()
     stops: int = 0
 
+    def close(self) -> None:
+        """TickModel streams give their cache row back; a stand-in holds none."""
+
 
 class StandInTickModel:
     """TickModel's step API with fixed rules: a typed "every N seconds say W" reminds every N seconds,
     typed "stop" stops, the user talking over the agent stops it, a typed question is answered."""
 
-    def __init__(self) -> None:
+    def __init__(self, specials: Sequence[str] = SPECIAL_TOKENS) -> None:
         self.batches: list[int] = []
+        self.vocab = Vocab((), 16, specials)  # what the runtime asks: which tokens the network knows
 
     def new_session(self) -> StandInSession:
         return StandInSession()
@@ -79,13 +96,20 @@ class StandInTickModel:
         return TickOutput()
 
 
-def _turn(session: str, index: int, pcm: np.ndarray | None = None, texts: Sequence[str] = ()) -> MicroTurn:
+def _turn(
+    session: str,
+    index: int,
+    pcm: np.ndarray | None = None,
+    texts: Sequence[str] = (),
+    video: VideoFrame | None = None,
+) -> MicroTurn:
     return MicroTurn(
         session_id=session,
         index=index,
         t_ms=index * 200,
         pcm=pcm if pcm is not None else np.zeros(SAMPLES_PER_TURN, dtype=np.int16),
         texts=[TextInput(index * 200, t) for t in texts],
+        video=video,
     )
 
 
@@ -283,3 +307,44 @@ def test_after_a_mere_backchannel_the_answer_resumes_what_was_cut() -> None:
     agent._answer("a", state)  # type: ignore[arg-type]
     assert list(state.speech) == [phrase]
     assert state.reply is None, "no LLM reply to 'uh huh'"
+
+
+def _exercise(model: StandInTickModel, reps: int) -> tuple[MicroturnAgent, list[float], int]:
+    """Step a session whose camera shows ``reps`` clean push-ups as the media node delivers them (the
+    latest frame of each micro-turn), then 2 s without frames; (agent, true rep times, micro-turns)."""
+    clip = make_clip("pushups", seed=5, reps=reps, period=1.4, clean=True, size=(160, 120))
+    windows = replay(clip.frames(), clip.fps, size=None)
+    agent = _agent(model)
+    for w in windows:
+        agent.step([_turn("a", w.index, video=w.frames[-1] if w.frames else None)])
+    for i in range(len(windows), len(windows) + 10):  # the camera stops sending
+        agent.step([_turn("a", i)])
+    return agent, clip.rep_times, len(windows)
+
+
+def test_camera_repetitions_reach_the_network_as_counts_in_time_and_join_the_conversation() -> None:
+    agent, rep_times, n_video = _exercise(StandInTickModel(), reps=4)
+    seen = agent.sessions["a"].stream.seen  # type: ignore[attr-defined]
+    assert seen[0].video == (VIDEO_ON,), "the network is told when the camera comes"
+    counts = [(k, tick.video) for k, tick in enumerate(seen) if REP in tick.video]
+    assert [v[v.index(REP) + 1] for _, v in counts] == ["one", "two", "three", "four"]
+    assert all(v[v.index(REP) + 2] == "<cat:number>" for _, v in counts)  # annotated as a heard number
+    for (k, _), t in zip(counts, rep_times, strict=True):
+        # In time: known at the end of the micro-turn that carries it, 0-1 s after the rep completed.
+        assert 0.0 <= (k + 1) * 0.2 - t <= 1.0, (k, t)
+    off = [k for k, tick in enumerate(seen) if VIDEO_OFF in tick.video]
+    assert len(off) == 1 and n_video <= off[0] <= n_video + 6, "... and when it is gone (stale after 1 s)"
+    camera = [m["content"] for m in agent.sessions["a"].history if m["content"].startswith("[camera]")]
+    # The latest of each: one line for the count however many repetitions, one for the camera's state.
+    assert camera == ["[camera] repetitions so far: 4", "[camera] the camera is off"]
+
+
+def test_a_checkpoint_without_video_tokens_is_not_shown_the_camera() -> None:
+    """A version 1 checkpoint would read <rep> as an unknown word: the runtime leaves the camera out of its
+    input, and still writes what the camera shows into the conversation."""
+    agent, _, _ = _exercise(StandInTickModel(SPECIAL_TOKENS_V1), reps=2)
+    assert not agent.shows_video
+    seen = agent.sessions["a"].stream.seen  # type: ignore[attr-defined]
+    assert not any(tick.video for tick in seen)
+    history = [m["content"] for m in agent.sessions["a"].history]
+    assert "[camera] repetitions so far: 2" in history

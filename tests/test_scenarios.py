@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from functools import cache
+from itertools import pairwise
 
 import pytest
 
@@ -21,6 +22,7 @@ from model.scenarios import (
     COUNT_DOWN,
     COUNT_UP,
     DATA_VERSION,
+    EXERCISE_NAMES,
     FOREIGN_RULE,
     MAX_SECONDS,
     MIN_SECONDS,
@@ -31,13 +33,30 @@ from model.scenarios import (
     TEMPLATE_WORDS,
     TICK_S,
     TIMES,
+    VIDEO_TRAIN_PHRASINGS,
     WORD_RULE,
     generate,
     say_tick,
     say_ticks,
     schedule_targets,
 )
-from model.ticks import MAX_SAY_WORDS, SPECIAL_TOKENS, TYPED, TYPED_END, Act, Scenario, TickOutput
+from model.ticks import (
+    MAX_SAY_WORDS,
+    REP,
+    REP_RESTART_S,
+    SEE_PREFIX,
+    SPECIAL_TOKENS,
+    TYPED,
+    TYPED_END,
+    VIDEO_OFF,
+    VIDEO_ON,
+    VIDEO_TOKENS,
+    Act,
+    Scenario,
+    TickOutput,
+)
+from model.video.palette import NAMED_COLOURS
+from model.video.synthetic import SHAPES
 
 SEED = 11
 COUNT = 40
@@ -137,7 +156,7 @@ def test_typed_reminders_are_said_on_schedule() -> None:
                 continue
             text = " ".join(tokens[tokens.index(TYPED) + 1 : tokens.index(TYPED_END)])
             match = re.fullmatch(r"every (?P<p>\w+(?: \w+)?) seconds (?:please )?say (?P<w>.+)", text) or (
-                re.fullmatch(r"(?:please )?say (?P<w>.+) every (?P<p>\w+(?: \w+)?) seconds", text)
+                re.fullmatch(r"(?:please )?say (?P<w>.+?)(?: once)? every (?P<p>\w+(?: \w+)?) seconds", text)
             )
             if not match or match["p"] not in _NUMBERS or " times" in text or " until " in text:
                 continue
@@ -164,16 +183,21 @@ def test_schedule_timing() -> None:
     assert say_ticks(("breathe",)) >= 3
 
 
+def _bench_patterns() -> list[re.Pattern[str]]:
+    """BENCH_PHRASINGS as regular expressions, each slot matching anything."""
+    return [
+        re.compile(re.sub(r"\\\{\w+\\\}", "(.+)", re.escape(p)))
+        for phrasings in BENCH_PHRASINGS.values()
+        for p in phrasings
+    ]
+
+
 def test_benchmark_entries_and_phrasings_never_appear_in_training_data() -> None:
     for scenario in scenarios():
         for tick in scenario:
             assert not BENCH_WORDS & set(tick.input.tokens)
             assert not BENCH_WORDS & set(tick.output.words)
-    bench = [
-        re.compile(re.sub(r"\\\{\w+\\\}", "(.+)", re.escape(p)))
-        for phrasings in BENCH_PHRASINGS.values()
-        for p in phrasings
-    ]
+    bench = _bench_patterns()
     training = (
         *PERIODIC, *TIMES, *ONE_SHOT, *COUNT_DOWN, *COUNT_UP, *STOP, *FOREIGN_RULE, *CATEGORY_SAY_RULE,
         *CATEGORY_REPEAT_RULE, *WORD_RULE,
@@ -209,3 +233,92 @@ def test_generation_is_fast() -> None:
     generate(99, 50)
     per_minute = 50 / (time.perf_counter() - started) * 60
     assert per_minute > 1000, f"{per_minute:.0f} scenarios a minute"
+
+
+@cache
+def video_scenarios(count: int = 200) -> list[Scenario]:
+    return [s for s in generate(3, count) if any(tick.input.video for tick in s)]
+
+
+def _events(tokens: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+    """A micro-turn's video tokens as (marker, value words without annotations)."""
+    events: list[tuple[str, list[str]]] = []
+    for t in tokens:
+        if t in VIDEO_TOKENS:
+            events.append((t, []))
+        elif not t.startswith("<"):
+            events[-1][1].append(t)
+    return events
+
+
+def test_about_one_session_in_five_has_a_camera_and_is_deterministic() -> None:
+    assert 0.12 <= len(video_scenarios()) / 200 <= 0.3
+    assert DATA_VERSION == 2
+    again = video_scenarios(40)  # the i-th scenario of a seed is the same whatever the count
+    assert again and again == video_scenarios()[: len(again)]
+
+
+def test_video_tokens_are_well_formed() -> None:
+    """Markers first (after the flags, before the words), each with its value as words: a count, a colour,
+    a colour and a shape, a number; <video:on>/<video:off> alone, alternating, starting with on."""
+    numbers = {number_words(n) for n in range(100)}
+    kinds = set()
+    for scenario in video_scenarios():
+        camera = []
+        for tick in scenario:
+            tokens = tick.input.to_tokens()
+            if tick.input.video:
+                assert tokens[1 + tick.input.user_speaking + tick.input.agent_speaking] in VIDEO_TOKENS
+            for marker, words in _events(tick.input.video):
+                kinds.add(marker)
+                value = " ".join(words)
+                if marker in (VIDEO_ON, VIDEO_OFF):
+                    assert not words
+                    camera.append(marker)
+                elif marker in (REP, f"{SEE_PREFIX}number>"):
+                    assert value in numbers, value
+                elif marker == f"{SEE_PREFIX}colour>":
+                    assert value in NAMED_COLOURS, value
+                else:
+                    assert len(words) == 2 and words[0] in NAMED_COLOURS and words[1] in SHAPES, value
+        assert camera[0] == VIDEO_ON
+        assert all(a != b for a, b in pairwise(camera)), "on the change only"
+    assert kinds == set(VIDEO_TOKENS)
+
+
+def test_counts_are_said_when_the_repetitions_are_seen() -> None:
+    """A count is said in the micro-turn its <rep> arrives (as long as counting was asked for), also
+    while the user talks; counts go up by one, or start at one after a long rest."""
+    numbers = {number_words(n): n for n in range(100)}
+    said = silent = over_talk = 0
+    for scenario in video_scenarios():
+        last: tuple[int, int] | None = None
+        for k, tick in enumerate(scenario):
+            for marker, words in _events(tick.input.video):
+                if marker != REP:
+                    continue
+                count = numbers[" ".join(words)]
+                if last is not None and (k - last[0]) * TICK_S < REP_RESTART_S:
+                    assert count == last[1] + 1, (k, count, last)
+                elif last is not None and (k - last[0]) * TICK_S > REP_RESTART_S + 1.0:
+                    assert count == 1, (k, count, last)
+                last = (k, count)
+                out = tick.output
+                if out.act is Act.SAY:
+                    assert out.words == tuple(words), (k, out)
+                    said += 1
+                    over_talk += tick.input.user_speaking
+                else:
+                    silent += 1  # nobody asked to count, or stopped
+    assert said > 100 and silent > 20 and over_talk > 5, (said, silent, over_talk)
+
+
+def test_video_phrasings_are_disjoint_from_the_benchmarks() -> None:
+    """No rendering of a training camera phrasing is a benchmark one (held out in wording too)."""
+    bench = _bench_patterns()
+    for template in VIDEO_TRAIN_PHRASINGS:
+        for e, c, shape in zip(EXERCISE_NAMES, [*NAMED_COLOURS] * 2, [*SHAPES] * 3, strict=False):
+            rendered = template.format(e=e, c=c, s=shape, x="now")
+            assert not any(b.fullmatch(rendered) for b in bench), (template, rendered)
+    assert not set(VIDEO_TRAIN_PHRASINGS) & {p for ps in BENCH_PHRASINGS.values() for p in ps}
+    assert "reps" not in EXERCISE_NAMES, "count my {e} would render the benchmark's count my reps"
