@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -34,6 +34,7 @@ from model.base import PerSessionModel
 from model.llm import ChatLLM
 from model.tts import FliteSynthesizer, split_phrases
 from model.vad import SpeechActivity
+from service.conversation import CONTEXT_MESSAGES
 from service.microturn import (
     MICRO_TURN_MS,
     SAMPLES_PER_TURN,
@@ -56,6 +57,11 @@ DEFAULT_INSTRUCTIONS = (
 SPEECH_MIN_MS = 60  # ms of speech-like frames in a micro-turn that count as the user speaking
 PREROLL_TURNS = 2  # micro-turns of audio kept before speech onset: recognisers need the word's start
 HISTORY_MESSAGES = 8  # conversation messages (both sides) given to the LLM with each request
+# Conversation messages a session keeps, the newest: what the node's record keeps for a worker that takes the
+# session over (service/conversation.py), so a moved session and one that stayed know the same past. The
+# LLM and the background model read only the last HISTORY_MESSAGES; without a bound a 30-minute session
+# would copy its whole conversation into every background job.
+HISTORY_KEPT = CONTEXT_MESSAGES
 MAX_REPLY_TOKENS = 48  # a spoken reply of one or two sentences
 ACKNOWLEDGE_PHRASE = "Let me work that out."
 ACKNOWLEDGE_AFTER_MS = 600  # a background answer back sooner needs no "let me work that out"
@@ -109,7 +115,7 @@ class SessionState:
     partial: str = ""
     silence_ms: int = 0  # consecutive non-speech since the user last spoke
     overlap_ms: int = 0  # user speech while the agent is speaking
-    history: list[Message] = field(default_factory=list)
+    history: deque[Message] = field(default_factory=lambda: deque(maxlen=HISTORY_KEPT))
     reply: ReplyJob | None = None  # being generated
     speculative: ReplyJob | None = None  # started on a partial hypothesis; not spoken unless committed
     reply_said: list[str] = field(default_factory=list)  # phrases of the current reply already started
@@ -169,7 +175,7 @@ class SpeechAgent(PerSessionModel):
         self.close_session(session_id)
         state = SessionState(
             instructions=context.instructions or DEFAULT_INSTRUCTIONS,
-            history=[m.copy() for m in context.messages],
+            history=deque((m.copy() for m in context.messages), maxlen=HISTORY_KEPT),
             jobs=dict(context.jobs),
         )
         answered_ms = context.answered_until * MICRO_TURN_MS
@@ -366,7 +372,7 @@ class SpeechAgent(PerSessionModel):
         self, state: SessionState, question: str, conversation: list[Message] | None = None
     ) -> ReplyJob:
         """Generate a reply to ``question`` after the conversation so far, on the LLM thread."""
-        before = state.history if conversation is None else conversation
+        before: Sequence[Message] = state.history if conversation is None else conversation
         recent = [*before, Message(role="user", content=question)][-HISTORY_MESSAGES:]
         # The chat template takes role and content; the session times stay out of the prompt.
         context = [{"role": m["role"], "content": m["content"]} for m in recent]

@@ -21,6 +21,18 @@ from service.microturn import SAMPLE_RATE, PcmArray
 from tests.redis_server import redis_server
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread: training and stepping are deterministic on one, and the box is shared.
+    Modules that want it say ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real Redis of the tests' own (see tests/redis_server.py)."""
