@@ -71,6 +71,14 @@ FAILED_PHRASE = "Sorry, I could not finish that."
 CANCEL_REQUEST = re.compile(
     r"\b(never ?mind|cancel|forget (it|that|about it)|stop the timer)\b", re.IGNORECASE
 )
+# A user who only says goodbye ends the call (phones: SIP BYE; browsers: the session closes) once the
+# agent's own goodbye has played. Anchored: "goodbye" inside a longer sentence is conversation.
+GOODBYE_REQUEST = re.compile(
+    r"^\W*(?:(?:ok(?:ay)?|thanks?|thank you|alright)\W+)*(?:good ?bye|bye(?: bye| now)?|hang up)"
+    r"(?:\W+(?:now|then|thanks?|thank you))*\W*$",
+    re.IGNORECASE,
+)
+GOODBYE_PHRASE = "Goodbye!"
 LEAD_TURNS = 1  # micro-turns of audio sent ahead when an utterance starts, so tick jitter never starves it
 
 
@@ -129,6 +137,7 @@ class SessionState:
     now_ms: int = 0  # session time of the micro-turn being stepped
     news: str | None = None  # background news being said; not lost if cut off before its first word
     acks: dict[str, int] = field(default_factory=dict)  # job id -> session ms to acknowledge it at
+    hanging_up: bool = False  # the user said goodbye: end the session once the agent's goodbye is out
 
 
 class SpeechAgent(PerSessionModel):
@@ -217,6 +226,8 @@ class SpeechAgent(PerSessionModel):
         self._collect_reply(state)
         if out.action is not Action.STOP:
             self._speak(state, out)
+        # The session closes once what was handed over has played (service/session.py).
+        out.hangup = state.hanging_up and not (state.speaking or state.speech or state.reply)
         return out
 
     def _listen(self, mt: MicroTurn, state: SessionState, out: MicroTurnOutput) -> None:
@@ -285,7 +296,11 @@ class SpeechAgent(PerSessionModel):
         self._cancel_reply(state)
         conversation = list(state.history)
         state.history.append(Message(role="user", content=text, t_ms=state.now_ms))
-        if CANCEL_REQUEST.search(text) and (state.jobs or state.timers):
+        if GOODBYE_REQUEST.match(text):
+            log.info("session %s: the user said goodbye (%r): hanging up after ours", session_id, text)
+            state.hanging_up = True
+            self._say(state, GOODBYE_PHRASE)
+        elif CANCEL_REQUEST.search(text) and (state.jobs or state.timers):
             log.info("session %s: cancelling %d background job(s)", session_id, len(state.jobs))
             out.background_cancels.extend(state.jobs)
             state.jobs.clear()

@@ -61,6 +61,24 @@ async def test_typed_question_is_answered_in_speech(start_node: NodeFactory, con
     assert client.received.first_audible(after=sent) is not None
 
 
+async def test_saying_goodbye_ends_the_session_after_the_agents_goodbye(
+    start_node: NodeFactory, connect
+) -> None:
+    node = await start_node()
+    client = await connect(node.url)
+    await client.wait_for("session.started", timeout=5)
+    sent = time.monotonic()
+    client.send({"type": "input.text", "text": "Okay, thanks. Goodbye!"})
+    _, ended = await client.wait_for("session.ended", timeout=20, after=sent)
+    assert ended["reason"] == "agent"
+    said = " ".join(e["text"] for e in client.events_of("response.text"))
+    assert "goodbye" in said.lower(), said
+    # The goodbye was played to its end before the session ended, not cut off.
+    _, stopped = await client.wait_for("response.audio.stopped", timeout=1, after=sent)
+    assert stopped["reason"] == "done"
+    assert client.received.first_audible(after=sent) is not None
+
+
 async def test_user_talking_over_the_agent_stops_it_within_a_micro_turn(
     start_node: NodeFactory, connect
 ) -> None:
