@@ -381,6 +381,14 @@ def validate(
 # Training
 
 
+def preset_name(cfg: InteractionConfig) -> str | None:
+    """The name of the preset ``cfg`` was made from (seed and data version aside), if any."""
+    for name in SETTINGS:
+        if replace(preset(name), seed=cfg.seed, data_version=cfg.data_version) == cfg:
+            return name
+    return None
+
+
 def lr_at(step: int, decay_start: int, total: int, s: TrainSettings) -> float:
     """Warmup, then constant, then a cosine cooldown to ``lr * min_lr_frac`` from ``decay_start`` to
     ``total`` (warmup-stable-decay: the length of the run needs to be known only when cooling down)."""
@@ -574,7 +582,10 @@ def train(
         "seed": seed,
         "steps": step,
         "decay_start": decay_start,
-        "reproduce": f"python -m model.train --steps {step} --decay-start {decay_start} --seed {seed}",
+        "reproduce": (
+            f"python -m model.train --steps {step} --decay-start {decay_start} --seed {seed}"
+            f"{f' --config {name}' if (name := preset_name(cfg)) else ''} --threads {torch.get_num_threads()}"
+        ),
         "tokens": tokens_seen,
         "tokens_per_s": tokens_seen / max(train_s, 1e-9),
         "minutes": wall / 60,
