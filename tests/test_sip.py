@@ -302,6 +302,42 @@ async def test_digest_authentication(start_node: NodeFactory, tmp_path: Path) ->
     assert metric(node, 'microturn_sip_calls_total{outcome="answered"}') == 1
 
 
+def send_options(target: tuple[str, int]) -> bytes | None:
+    """One well-formed OPTIONS from this socket; the answer, or None after a second (blocking)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.0)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.sendto(
+            f"OPTIONS sip:agent@{target[0]}:{target[1]} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKallowlist\r\n"
+            f"From: <sip:probe@127.0.0.1:{port}>;tag=1\r\nTo: <sip:agent@{target[0]}>\r\n"
+            "Call-ID: allow-list-probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n".encode(),
+            target,
+        )
+        try:
+            return s.recvfrom(65535)[0]
+        except TimeoutError:
+            return None
+
+
+async def test_sources_off_the_allow_list_are_dropped(start_node: NodeFactory, tmp_path: Path) -> None:
+    """--sip-allow: a source outside the listed networks gets no answer at all (not even a 403, which
+    would tell a scanner someone is there); a listed one is served, SIPp's OPTIONS included."""
+    refusing = await start_sip_node(start_node, PhoneTestModel(), allow=("192.0.2.0/24",))
+    assert refusing.node.sip is not None
+    assert await asyncio.to_thread(send_options, refusing.node.sip.local) is None
+    assert metric(refusing, "microturn_sip_not_allowed_total") == 1
+    assert not refusing.node.sessions
+
+    allowing = await start_sip_node(start_node, PhoneTestModel(), allow=("192.0.2.0/24", "127.0.0.0/8"))
+    assert allowing.node.sip is not None
+    answer = await asyncio.to_thread(send_options, allowing.node.sip.local)
+    assert answer is not None and answer.startswith(b"SIP/2.0 200 OK"), answer
+    await sipp(allowing, "options.xml", tmp_path, free_udp_port(even=True), timeout_s=10)
+    assert metric(allowing, "microturn_sip_not_allowed_total") == 0
+
+
 async def test_hold_stops_our_rtp_and_resume_restarts_it(start_node: NodeFactory, tmp_path: Path) -> None:
     """re-INVITE a=sendonly: the answer says recvonly (SIPp checks) and no RTP flows; sendrecv resumes."""
     node = await start_sip_node(start_node, PhoneTestModel())
