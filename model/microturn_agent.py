@@ -256,7 +256,7 @@ class MicroturnAgent(SpeechAgent):
             else:
                 tokens += [RESULT, *spoken_words(news)[:MAX_RESULT_WORDS], RESULT_END]
         agent_speaking = state.playing_until_ms > mt.t_ms
-        video = self._camera(state, seen) if seen is not None else ()
+        video = self._camera(state, seen, out.seen) if seen is not None else ()
         return TickInput(
             heard.user_speaking,
             agent_speaking=agent_speaking,
@@ -264,7 +264,7 @@ class MicroturnAgent(SpeechAgent):
             video=video if self.shows_video else (),
         )
 
-    def _camera(self, state: MicroturnState, seen: VideoFeatures) -> tuple[str, ...]:
+    def _camera(self, state: MicroturnState, seen: VideoFeatures, shown: list[str]) -> tuple[str, ...]:
         """The network's video tokens for one micro-turn's camera features, written into the conversation
         too. Repetitions are counted here, not by the extractor: the count says what to say, and a new
         set after a rest starts at one again."""
@@ -275,14 +275,14 @@ class MicroturnAgent(SpeechAgent):
         if live != state.camera_on:  # on the change only
             state.camera_on = live
             tokens += video_tokens("on" if live else "off")
-            self._camera_line(state, "camera", "the camera is on" if live else "the camera is off")
+            self._camera_line(state, "camera", "the camera is on" if live else "the camera is off", shown)
         for event in seen.events:
             line = CAMERA_LINES.get(event.kind)
             if line is None:
                 continue  # "vanish": the network has no token for it
             value = self._count(state, event.t_ms) if event.kind == "rep" else event.value
             tokens += video_tokens(event.kind, value)
-            self._camera_line(state, event.kind, line.format(value))
+            self._camera_line(state, event.kind, line.format(value), shown)
         return tuple(tokens)
 
     @staticmethod
@@ -295,9 +295,11 @@ class MicroturnAgent(SpeechAgent):
         return str(state.reps)
 
     @staticmethod
-    def _camera_line(state: MicroturnState, topic: str, text: str) -> None:
+    def _camera_line(state: MicroturnState, topic: str, text: str, shown: list[str]) -> None:
         """Say in the conversation what the camera shows: the latest line of each topic only, so a count
-        is one line that moves up rather than a line per repetition."""
+        is one line that moves up rather than a line per repetition; ``shown`` (``MicroTurnOutput.seen``,
+        which the page shows) gets every line."""
+        shown.append(text)
         old = state.camera_lines.pop(topic, None)
         if old is not None and any(m is old for m in state.history):  # unless it fell off the history
             state.history.remove(old)

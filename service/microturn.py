@@ -263,6 +263,9 @@ class MicroTurnOutput:
     # The agent ends the conversation: the session closes once the audio queued so far has been played
     # (a phone call gets a BYE, a browser a `session.ended` event and a closed connection).
     hangup: bool = False
+    # What the camera showed in this micro-turn, as short lines for the person ("repetitions so far: 5",
+    # "the light turned green"): the client shows them (`camera.seen` events) whatever the model says.
+    seen: list[str] = field(default_factory=list)
 
     def to_dict(self, *, with_pcm: bool = True) -> dict[str, Any]:
         """``with_pcm=False`` leaves the audio out, for :func:`pack_batch` (it travels as raw bytes)."""
@@ -270,6 +273,7 @@ class MicroTurnOutput:
             "session_id": self.session_id,
             "index": self.index,
             "hangup": self.hangup,
+            "seen": self.seen,
             "action": self.action.value,
             "text": self.text,
             "transcripts": [{"text": t.text, "final": t.final} for t in self.transcripts],
@@ -297,6 +301,7 @@ class MicroTurnOutput:
             background_cancels=d["background_cancels"],
             error=d["error"],
             hangup=d.get("hangup", False),  # absent from workers that predate it
+            seen=d.get("seen", []),  # likewise
         )
 
 

@@ -148,6 +148,8 @@ class Session:
             return
         for transcript in out.transcripts:
             self.send_event("transcript.input", text=transcript.text, final=transcript.final)
+        for text in out.seen:
+            self.send_event("camera.seen", text=text)
         if out.error is not None:
             self.send_event("error", code="model_error", message=out.error)
         for call in out.background_calls:

@@ -66,11 +66,21 @@ def test_micro_turn_output_survives_json_round_trip() -> None:
         transcripts=[Transcript("what is", final=False)],
         user_speaking=True,
         error=None,
+        seen=["repetitions so far: 5"],
     )
     back = MicroTurnOutput.from_dict(json.loads(json.dumps(out.to_dict())))
     assert back.action is Action.SPEAK
     assert np.array_equal(back.pcm, out.pcm)
     assert back.transcripts == out.transcripts and back.user_speaking and back.text == "Paris."
+    assert back.seen == ["repetitions so far: 5"]
+
+
+def test_a_micro_turn_output_of_an_older_worker_reads_with_the_defaults() -> None:
+    """A worker that predates ``hangup`` and ``seen`` leaves them out: nothing to end, nothing seen."""
+    d = MicroTurnOutput(session_id="s1", index=3).to_dict()
+    del d["hangup"], d["seen"]
+    back = MicroTurnOutput.from_dict(d)
+    assert back.hangup is False and back.seen == []
 
 
 def test_a_packed_batch_carries_its_audio_as_raw_bytes_and_comes_back_equal() -> None:

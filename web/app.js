@@ -2,7 +2,7 @@
 // protocol); this file only draws panels from the widget's events and calls its methods.
 // No build step and no dependencies: the server serves this file as it is.
 
-import './widget.js';
+import { seenKey } from './widget.js';
 
 const MAX_EVENTS = 2000; // window.microturn.events keeps the latest ones: a long call must not grow without bound
 const MAX_CELLS = 600; // the activity strip keeps two minutes of micro-turns
@@ -22,6 +22,7 @@ const ui = {
   strip: $('strip'),
   micLevel: $('mic-level'),
   agentLevel: $('agent-level'),
+  cameraToggle: $('camera-toggle'),
 };
 // The "press Start a call" hint: shown until a call has something to say, and again in each new call.
 const transcriptPlaceholder = ui.transcript.querySelector('.placeholder');
@@ -44,11 +45,15 @@ if (iceServers) ui.agent.setAttribute('ice-servers', iceServers);
 // ?token=...: a node started with --api-key needs a session token for its own page too (docs/widget.md).
 const token = new URLSearchParams(window.location.search).get('token');
 if (token) ui.agent.setAttribute('token', token);
+// ?camera=1: the camera switch starts on (a link to a demo with the camera, and the browser tests).
+if (new URLSearchParams(window.location.search).get('camera') === '1') ui.cameraToggle.checked = true;
+ui.agent.camera = ui.cameraToggle.checked;
 
 // Session time of the latest event and when it arrived: places system lines on the session clock.
 let clock = { tMs: 0, at: performance.now() };
 const entries = new Map(); // transcript id → its entry
 let meterTimer = 0;
+let callCamera = false; // the call in progress sends the camera (it may be turned off for a while)
 
 // ------------------------------------------------------------------------------------------ widget events
 
@@ -56,6 +61,7 @@ ui.agent.addEventListener('microturn-state', ({ detail: { state } }) => {
   microturn.state = state;
   document.body.dataset.state = state;
   if (state === 'connecting') {
+    callCamera = false;
     resetSessionView();
     // Typed before the call: the widget sends it as session.update once the events channel opens.
     ui.agent.instructions = ui.instructions.value.trim();
@@ -64,8 +70,23 @@ ui.agent.addEventListener('microturn-state', ({ detail: { state } }) => {
   if (!IN_CALL.has(state)) {
     stopMeters();
     setChatEnabled(false);
+    // Between calls the switch is the widget's `camera` attribute again: what the next call sends.
+    ui.cameraToggle.checked = ui.agent.camera;
   }
+  renderCameraToggle();
 });
+
+// The call's camera went on or off (the switch here, or the widget's own camera button).
+ui.agent.addEventListener('microturn-camera', ({ detail: { on } }) => {
+  if (IN_CALL.has(microturn.state)) {
+    callCamera = true;
+    ui.cameraToggle.checked = on;
+  }
+  renderCameraToggle();
+});
+
+// What the camera showed, as the model's camera features saw it.
+ui.agent.addEventListener('microturn-seen', ({ detail }) => showSeen(detail));
 
 ui.agent.addEventListener('microturn-message', ({ detail: { event } }) => {
   microturn.events.push(event);
@@ -125,21 +146,40 @@ function addEntry(who, tMs) {
   transcriptPlaceholder.remove();
   const entry = document.createElement('li');
   entry.className = `entry ${who}`;
-  entry.dataset.tMs = String(tMs);
   const head = document.createElement('div');
   head.className = 'entry-head';
   const name = document.createElement('span');
   name.className = 'who';
-  name.textContent = who === 'user' ? 'You' : 'Agent';
-  const time = document.createElement('time');
-  time.textContent = formatSessionTime(tMs);
-  time.title = `${tMs} ms into the session`;
-  head.append(name, time);
+  name.textContent = { user: 'You', agent: 'Agent', camera: 'Camera' }[who];
+  head.append(name, document.createElement('time'));
   const body = document.createElement('p');
   body.className = 'text';
   entry.append(head, body);
+  setEntryTime(entry, tMs);
   ui.transcript.append(entry);
   return entry;
+}
+
+function setEntryTime(entry, tMs) {
+  entry.dataset.tMs = String(tMs);
+  const time = entry.querySelector('.entry-head time');
+  time.textContent = formatSessionTime(tMs);
+  time.title = `${tMs} ms into the session`;
+}
+
+// A camera line: a count that goes on updates its entry ("repetitions so far: 4" -> 5) while nothing else
+// came in between, as the agent's own conversation keeps one line per topic.
+function showSeen({ text, tMs }) {
+  const key = seenKey(text);
+  let entry = ui.transcript.lastElementChild;
+  if (!entry?.classList.contains('camera') || entry.dataset.key !== key) {
+    entry = addEntry('camera', tMs);
+    entry.dataset.key = key;
+  } else {
+    setEntryTime(entry, tMs); // when the count last moved up
+  }
+  entry.querySelector('.text').textContent = text;
+  scrollTranscript();
 }
 
 function addSystemEntry(text) {
@@ -223,6 +263,12 @@ function showLevel(element, peak) {
 
 // ---------------------------------------------------------------------------------------------- page state
 
+// In a call without a camera (or not connected yet) there is nothing to turn on or off: the camera
+// would need a new call.
+function renderCameraToggle() {
+  ui.cameraToggle.disabled = IN_CALL.has(microturn.state) && !callCamera;
+}
+
 function setChatEnabled(enabled) {
   for (const control of [...ui.textForm.elements, ui.instructionsForm.querySelector('button')]) {
     control.disabled = !enabled;
@@ -248,6 +294,14 @@ ui.textForm.addEventListener('submit', (e) => {
   e.preventDefault();
   // The widget answers with a microturn-transcript event (typed: true), which draws the entry.
   if (ui.agent.send(ui.textInput.value)) ui.textInput.value = '';
+});
+
+ui.cameraToggle.addEventListener('change', () => {
+  if (IN_CALL.has(microturn.state)) {
+    ui.agent.cameraOff = !ui.cameraToggle.checked; // the widget answers with microturn-camera
+  } else {
+    ui.agent.camera = ui.cameraToggle.checked;
+  }
 });
 
 ui.instructionsForm.addEventListener('submit', (e) => {

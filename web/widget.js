@@ -35,7 +35,7 @@ export class MicroturnError extends Error {
 /**
  * One call at a time with a microturn node: devices, the peer connection, WHIP-style signalling, the
  * `events` data channel. Events (CustomEvent, details as in docs/widget.md): `state`, `transcript`,
- * `message` (every server event as it came), `error`.
+ * `seen` (what the camera showed), `message` (every server event as it came), `error`.
  */
 export class MicroturnClient extends EventTarget {
   /**
@@ -263,6 +263,10 @@ export class MicroturnClient extends EventTarget {
         break;
       case 'response.audio.stopped':
         this.endAgentUtterance(event.reason === 'interrupted');
+        break;
+      case 'camera.seen':
+        // What the model's camera features saw ("repetitions so far: 5"): shown whatever the agent says.
+        if (event.text) this.emit('seen', { text: String(event.text), tMs: event.t_ms });
         break;
       case 'session.ended':
         this.endedByServer = true; // the channel closes next; that is the end of the call, not a fault
@@ -516,6 +520,11 @@ function joinText(before, phrase) {
   return before ? `${before} ${phrase}` : phrase;
 }
 
+/** What a camera line is about, numbers left out ("repetitions so far: #"); the demo page uses it too. */
+export function seenKey(text) {
+  return String(text).replace(/\d+/g, '#');
+}
+
 // ================================================================================================ element
 
 const ICONS = {
@@ -604,6 +613,9 @@ TEMPLATE.innerHTML = `
   .line.agent .who { color: var(--accent); }
   .line.partial .text { color: var(--muted); font-style: italic; }
   .line.interrupted .text::after { content: " —"; color: var(--muted); }
+  .line.camera { color: var(--muted); font-size: 0.9em; }
+  .line.camera .who { display: inline-flex; vertical-align: -3px; }
+  .line.camera svg { width: 16px; height: 16px; fill: currentColor; }
   .notice {
     margin: 0; padding: 8px 10px; border-radius: 8px;
     background: var(--error-bg); color: var(--error-fg); font-size: 0.9em;
@@ -611,6 +623,7 @@ TEMPLATE.innerHTML = `
   .self-view {
     width: 120px; aspect-ratio: 4 / 3; border-radius: 8px;
     background: #000; object-fit: cover; align-self: flex-end;
+    transform: scaleX(-1); /* a mirror: what people expect of their own picture */
   }
 </style>
 <div class="widget" part="container" data-state="idle">
@@ -627,7 +640,8 @@ TEMPLATE.innerHTML = `
             hidden>${icon('hangup')}</button>
   </div>
   <div class="panel" part="panel" hidden>
-    <video class="self-view" part="self-view" muted playsinline autoplay hidden></video>
+    <video class="self-view" part="self-view" muted playsinline autoplay hidden
+           aria-label="Your camera (preview)"></video>
     <ol class="captions" part="captions" aria-live="polite" aria-label="Live captions"></ol>
     <p class="notice" part="error" role="alert" hidden></p>
   </div>
@@ -669,6 +683,7 @@ export class MicroturnAgentElement extends HTMLElement {
   #levelFrame = 0;
   #starting = Promise.resolve(); // the running call's start(), for a second start() during it
   #speaking = false; // the agent is saying something (between response.audio.started and .stopped)
+  #cameraOn = false; // the call sends a live camera picture (microturn-camera says when this changes)
   #onPageHide = () => this.#client?.stop({ keepalive: true }); // free the node's slot now, not at ICE timeout
 
   constructor() {
@@ -693,10 +708,7 @@ export class MicroturnAgentElement extends HTMLElement {
     this.#ui.call.addEventListener('click', () => this.start().catch(() => {})); // reported as events
     this.#ui.hangup.addEventListener('click', () => this.stop());
     this.#ui.mute.addEventListener('click', () => (this.muted = !this.muted));
-    this.#ui.camera.addEventListener('click', () => {
-      if (this.#client) this.#client.cameraOff = !this.#client.cameraOff;
-      this.#render();
-    });
+    this.#ui.camera.addEventListener('click', () => (this.cameraOff = !this.cameraOff));
   }
 
   connectedCallback() {
@@ -760,6 +772,16 @@ export class MicroturnAgentElement extends HTMLElement {
     this.toggleAttribute('camera', Boolean(on));
   }
 
+  /** In a call with the camera: true while it is turned off (the track sends black frames). */
+  get cameraOff() {
+    return this.#client?.cameraOff ?? false;
+  }
+
+  set cameraOff(off) {
+    if (this.#client) this.#client.cameraOff = Boolean(off);
+    this.#render();
+  }
+
   /** Start a call; resolves once media flows, rejects with a MicroturnError (also sent as an event). */
   start() {
     if (this.#client && IN_CALL.has(this.#client.state)) return this.#starting;
@@ -789,6 +811,7 @@ export class MicroturnAgentElement extends HTMLElement {
     this.#client = client;
     client.addEventListener('state', (e) => this.#onState(client, e.detail));
     client.addEventListener('transcript', (e) => this.#onTranscript(e.detail));
+    client.addEventListener('seen', (e) => this.#onSeen(e.detail));
     client.addEventListener('message', (e) => this.#onMessage(e.detail));
     client.addEventListener('error', (e) => this.#onError(e.detail));
     this.#starting = client.start();
@@ -866,6 +889,11 @@ export class MicroturnAgentElement extends HTMLElement {
     this.#emit('microturn-transcript', detail);
   }
 
+  #onSeen(detail) {
+    this.#showSeen(detail);
+    this.#emit('microturn-seen', detail);
+  }
+
   #onError(detail) {
     this.#showNotice(detail.message);
     this.#emit('microturn-error', detail);
@@ -905,6 +933,36 @@ export class MicroturnAgentElement extends HTMLElement {
     line.classList.toggle('partial', !final);
     line.classList.toggle('final', final);
     line.classList.toggle('interrupted', Boolean(interrupted));
+    this.#renderPanel();
+  }
+
+  // A camera line joins the captions with a camera icon; a count that goes on replaces its line (one
+  // line that moves up, "repetitions so far: 4" -> 5, as in the agent's own conversation).
+  #showSeen({ text }) {
+    const key = seenKey(text);
+    let line = this.#ui.captions.lastElementChild;
+    if (!line?.classList.contains('camera') || line.dataset.key !== key) {
+      line = document.createElement('li');
+      line.className = 'line camera';
+      line.setAttribute('part', 'caption camera');
+      line.dataset.key = key;
+      const who = document.createElement('span');
+      who.className = 'who';
+      who.innerHTML = icon('camera');
+      who.title = 'Camera';
+      who.setAttribute('role', 'img');
+      who.setAttribute('aria-label', 'Camera:');
+      const words = document.createElement('span');
+      words.className = 'text';
+      line.append(who, words);
+      this.#ui.captions.append(line);
+      while (this.#ui.captions.childElementCount > CAPTION_LINES) {
+        const oldest = this.#ui.captions.firstElementChild;
+        this.#captionLines.forEach((l, id) => l === oldest && this.#captionLines.delete(id));
+        oldest.remove();
+      }
+    }
+    line.querySelector('.text').textContent = text;
     this.#renderPanel();
   }
 
@@ -973,6 +1031,11 @@ export class MicroturnAgentElement extends HTMLElement {
     ui.camera.setAttribute('aria-label', ui.camera.title);
     ui.selfView.hidden = !withCamera || cameraOff;
     this.#renderPanel();
+    if (withCamera && !cameraOff) ui.selfView.play().catch(() => {}); // hidden, a <video> may have paused
+    if (this.#cameraOn !== (withCamera && !cameraOff)) {
+      this.#cameraOn = !this.#cameraOn;
+      this.#emit('microturn-camera', { on: this.#cameraOn });
+    }
   }
 }
 
