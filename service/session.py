@@ -52,6 +52,7 @@ VIDEO_SAMPLE_INTERVAL = 0.1  # s: keep at most ~10 camera frames per second
 VIDEO_SIZE = (160, 120)  # (width, height) the model sees; enough for motion and colour features
 CLOSE_GRACE = 2.0  # s the session's tasks get to unwind when it closes
 RTP_TIMESTAMP_WRAP = 1 << 32  # RTP timestamps are 32-bit and wrap
+LOST_MS_KEPT_TURNS = 50  # micro-turns (10 s) a cut's lost-audio count waits for its output to come back
 
 
 class RtpClock:
@@ -140,6 +141,9 @@ class Session:
         self.metrics.lost_samples.inc(mt.lost_samples)
         self.metrics.late_samples.inc(self.assembler.late_samples - late_before)
         self._lost_ms[index] = mt.lost_samples * 1000 // SAMPLE_RATE
+        # A micro-turn whose output never comes back (a dropped batch, a failed step) leaves its entry:
+        # forget those LOST_MS_KEPT_TURNS micro-turns on, so a long session's map stays small.
+        self._lost_ms.pop(index - LOST_MS_KEPT_TURNS, None)
         return mt
 
     def apply(self, out: MicroTurnOutput) -> None:
@@ -239,6 +243,9 @@ class Session:
 
     def _relay(self, call_id: str, update: JobUpdate) -> None:
         self._background_news(call_id, update.status, update.text or "", update.data)
+        if JobStatus(update.status).final:  # nothing more will come: a long session keeps no old jobs
+            self._job_of_call.pop(call_id, None)
+            self._call_of_job.pop(update.job_id, None)
 
     def _background_news(
         self, call_id: str, status: str, text: str, data: dict[str, Any] | None = None

@@ -69,6 +69,9 @@ async def test_tool_question_goes_through_a_separate_worker_and_is_spoken(
     ticks = await metric(node.url, "microturn_ticks_total")
     misses = await metric(node.url, "microturn_deadline_misses_total")
     assert ticks > 20 and misses <= 0.01 * ticks, (misses, ticks)
+    # A finished job leaves nothing behind in the session: a long session keeps no old jobs.
+    (session,) = node.node.sessions.values()
+    assert not session._job_of_call and not session._call_of_job
 
 
 async def test_timer_is_confirmed_then_announced_on_time(
