@@ -62,6 +62,7 @@ HISTORY_MESSAGES = 8  # conversation messages (both sides) given to the LLM with
 # LLM and the background model read only the last HISTORY_MESSAGES; without a bound a 30-minute session
 # would copy its whole conversation into every background job.
 HISTORY_KEPT = CONTEXT_MESSAGES
+NEWS_WAITING = 16  # background results, acknowledgements and timer ends waiting to be said
 MAX_REPLY_TOKENS = 48  # a spoken reply of one or two sentences
 ACKNOWLEDGE_PHRASE = "Let me work that out."
 ACKNOWLEDGE_AFTER_MS = 600  # a background answer back sooner needs no "let me work that out"
@@ -132,7 +133,9 @@ class SessionState:
     current: PcmArray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))  # rest of the phrase
     speaking: bool = False
     jobs: dict[str, str] = field(default_factory=dict)  # background calls in flight: id -> question
-    to_say: deque[str] = field(default_factory=deque)  # background news waiting for a fitting moment
+    # Background news waiting for a fitting moment; a model that never finds one (the trained network
+    # decides when to say news) forgets the oldest rather than keeping a long session's every result.
+    to_say: deque[str] = field(default_factory=lambda: deque(maxlen=NEWS_WAITING))
     timers: list[tuple[int, str]] = field(default_factory=list)  # (due session ms, what to say then)
     now_ms: int = 0  # session time of the micro-turn being stepped
     news: str | None = None  # background news being said; not lost if cut off before its first word
