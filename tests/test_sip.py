@@ -312,7 +312,8 @@ def send_options(target: tuple[str, int]) -> bytes | None:
             f"OPTIONS sip:agent@{target[0]}:{target[1]} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKallowlist\r\n"
             f"From: <sip:probe@127.0.0.1:{port}>;tag=1\r\nTo: <sip:agent@{target[0]}>\r\n"
-            "Call-ID: allow-list-probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n".encode(),
+            "Call-ID: allow-list-probe\r\nCSeq: 1 OPTIONS\r\n"
+            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n".encode(),
             target,
         )
         try:
