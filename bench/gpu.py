@@ -159,7 +159,7 @@ def measure(
 def fill_ticks(model: TickModel) -> int:
     """Micro-turns until a cache holds about a window plus its pins (~3.5 tokens a micro-turn)."""
     cfg = model.cfg
-    return int((cfg.window + cfg.pin_budget) / 3.5) + 10
+    return int(cfg.cache_bound / 3.5) + 10
 
 
 def run_config(

@@ -16,7 +16,8 @@ Per block of ``--block-minutes`` (default 5) it reports
 - the KV cache: its longest length and its buffer's capacity (bound: window + pin budget + slack);
 - the process's resident memory at the block's end;
 - memory for the instruction: how many of its word tokens are still in the cache at the block's end, and
-  how many tokens were pinned so far (the cache keeps the newest ``pin_budget`` pinned tokens);
+  how many tokens were pinned so far, as instructions among them (the cache keeps the newest ``pin_budget``
+  instruction pins, and apart from them the newest ``event_pin_budget`` event pins);
 - with a trained checkpoint, behaviour: the expected says matched within ±2 micro-turns
   (``model.train.behaviour``), their words, and says nobody asked for.
 
@@ -44,12 +45,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from model.interaction import (
     CACHE_SLACK,
     DEFAULT_CHECKPOINT,
+    INSTRUCTION_PIN,
     InteractionNet,
     SessionStream,
     TickModel,
@@ -119,7 +122,9 @@ def long_session(
         # Every word a key word (rarely misheard): this measures memory, not recognition of the request.
         start_s, at = writer.instruct(text, frozenset(text.split()))
     targets = schedule_targets("periodic", every_s, int(minutes * 60 / every_s) + 1, start_s)
-    writer.s.schedules.append((at, _Schedule([say_tick(t) for t in targets], [(word,)] * len(targets))))
+    writer.s.schedules.append(
+        (at, _Schedule([say_tick(t) for t in targets], [(word,)] * len(targets), "periodic"))
+    )
     cue_words = [w for words in TRAIN_CATEGORY_WORDS.values() for w in words]
     segments: dict[str, Callable[[], None]] = {
         "question": writer.question,
@@ -135,7 +140,7 @@ def long_session(
     end_s = writer.s.n_ticks * TICK_S - 3.0
     while writer.s.cursor < end_s:
         segments[rng.choices(names, weights)[0]]()
-    return LongSession(_render(writer.s), text, writer.s.resolve(at))
+    return LongSession(_render(writer.s)[0], text, writer.s.resolve(at))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -155,6 +160,7 @@ class Block:
     rss_mb: float  # the process's resident memory at the block's end
     instruction_in_cache: int  # of the instruction's word tokens, at the block's end
     pinned: int  # tokens pinned since the session started (the instruction's included), to the block's end
+    instruction_pins: int  # of those, pinned as instructions (all of them when events share the budget)
     bucket_words: int  # entries of the session's bucket -> word map
     behaviour: dict[str, float]  # model.train.behaviour() of the block
 
@@ -221,7 +227,8 @@ def step_session(model: TickModel, session: LongSession, block_ticks: int, progr
                 capacity=capacity,
                 rss_mb=round(rss, 1),
                 instruction_in_cache=in_cache,
-                pinned=int(enc.pinned[:end_gidx].sum()),
+                pinned=int(np.count_nonzero(enc.pinned[:end_gidx])),
+                instruction_pins=int(np.count_nonzero(enc.pinned[:end_gidx] == INSTRUCTION_PIN)),
                 bucket_words=buckets,
                 behaviour=behaviour([scenario[lo:hi]], [outputs[lo:hi]]),
             )
@@ -251,10 +258,10 @@ def load_model(checkpoint: Path | None, config: str, seed: int) -> TickModel:
 
 def markdown(run: Run, model: TickModel, trained: bool) -> str:
     cfg = model.cfg
-    bound = cfg.window + cfg.pin_budget + CACHE_SLACK
+    bound = cfg.cache_bound + CACHE_SLACK
     lines = [
         "| minutes | step ms p50 | p95 | p99 | max | > 200 ms | cache max | capacity | RSS MB "
-        "| instruction in cache | pinned so far | says on time | right word | false says |",
+        "| instruction in cache | pinned so far (as instructions) | says on time | right word | false says |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for b in run.blocks:
@@ -270,15 +277,17 @@ def markdown(run: Run, model: TickModel, trained: bool) -> str:
         lines.append(
             f"| {b.start_min:g}–{b.end_min:g} | {p['p50']:.1f} | {p['p95']:.1f} | {p['p99']:.1f} "
             f"| {p['max']:.1f} | {b.over_deadline} | {b.cache_max} | {b.capacity} | {b.rss_mb:.0f} "
-            f"| {b.instruction_in_cache}/{run.instruction_tokens} | {b.pinned} | {says} | {words} "
+            f"| {b.instruction_in_cache}/{run.instruction_tokens} | {b.pinned} ({b.instruction_pins}) "
+            f"| {says} | {words} "
             f"| {false} |"
         )
     lines.append("")
+    instructions, events = cfg.pin_budgets
     lines.append(
-        f"Cache bound: window {cfg.window} + pin budget {cfg.pin_budget} + slack {CACHE_SLACK} = {bound} "
-        f"tokens. *Pinned so far*: tokens pinned since the start, the instruction's included; the cache "
-        f"keeps the newest {cfg.pin_budget}, so the instruction, the oldest, starts to leave it once more "
-        "than that were pinned."
+        f"Cache bound: window {cfg.window} + pin budgets {instructions} + {events} + slack {CACHE_SLACK} = "
+        f"{bound} tokens. *Pinned so far*: tokens pinned since the start, the instruction's included, and "
+        f"in brackets those pinned as instructions; the cache keeps the newest {instructions} of these, so "
+        "the instruction, the oldest, starts to leave it once more than that were pinned."
     )
     if not trained:
         lines.append("Untrained network: behaviour is not measured (its acts are noise).")
@@ -297,7 +306,7 @@ def plot(run: Run, session: LongSession, model: TickModel, path: Path) -> None:
     ax_ms.set_ylabel("step ms")
     ax_ms.set_yscale("log")
     ax_cache.plot(minutes, run.cache, lw=0.6)
-    bound = model.cfg.window + model.cfg.pin_budget + CACHE_SLACK
+    bound = model.cfg.cache_bound + CACHE_SLACK
     ax_cache.axhline(bound, color="r", ls="--", lw=0.8, label=f"bound {bound}")
     ax_cache.set_ylabel("cache tokens")
     ax_cache.legend(loc="lower right")

@@ -11,12 +11,13 @@ say breathe" is in its own past output). Three choices make it fit a 200 ms loop
 - **Positions are time.** Rotary positions are the *micro-turn index*, shared by every token of a tick,
   so the attention score between two tokens depends on how many micro-turns lie between them, not on how
   many words. Order inside a tick comes from a learned embedding of the token's offset within its tick.
-- **Bounded memory.** A token attends to the last ``window`` tokens plus *pinned* tokens: typed text,
-  the opening words of a spoken utterance that contains an instruction word (``say``, ``every`` ...),
-  background result markers and the model's own ``<stop>/<answer>/<ask>/<news>`` decisions, the newest
-  ``pin_budget`` of them. The rule is the same in training (an attention mask) and in streaming (the KV
-  cache keeps exactly what the mask can reach), so a 30-minute session steps at a constant cost and
-  streaming reproduces the training-time computation exactly.
+- **Bounded memory.** A token attends to the last ``window`` tokens plus *pinned* tokens: the newest
+  ``pin_budget`` *instruction* pins (typed text, the opening words of a spoken utterance that contains an
+  instruction word: ``say``, ``every`` ...) and the newest ``event_pin_budget`` *event* pins (background
+  result markers, the model's own ``<stop>/<answer>/<ask>/<news>`` decisions), so that events, which matter
+  for a few minutes, cannot push out an instruction given at the start. The rule is the same in training
+  (an attention mask) and in streaming (the KV cache keeps exactly what the mask can reach), so a 30-minute
+  session steps at a constant cost and streaming reproduces the training-time computation exactly.
 - **Copy through hash buckets.** Words outside the known vocabulary share ``n_buckets`` hash buckets.
   Input and output embeddings are tied, and a pointer head (:class:`CopyHead`) puts probability on the
   ids of the words the model can see, so repeating a word the user said is "point at it, emit its id";
@@ -36,7 +37,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -106,6 +107,13 @@ CACHE_SLACK = 64
 # Decisions worth remembering beyond the window: whether news was already said, a question asked ...
 PINNED_ACTS = frozenset({Act.STOP.value, Act.ANSWER.value, Act.ASK.value, Act.NEWS.value})
 
+# Pin classes, a token's pin flag: each class keeps its newest pinned tokens beyond the window under a budget
+# of its own (InteractionConfig.pin_budgets), so that decisions and result markers, which matter for a few
+# minutes, cannot push out an instruction that holds for the whole session.
+NOT_PINNED = 0
+INSTRUCTION_PIN = 1  # typed text, utterances with a pin word, SessionStream.pin
+EVENT_PIN = 2  # PINNED_ACTS, <result> markers (INSTRUCTION_PIN when the config has no event budget)
+
 FAR_GIDX = 1 << 40  # gidx of padding: far before (-) or after (+) every real token, so masks drop it
 
 
@@ -119,7 +127,12 @@ class InteractionConfig:
     n_heads: int = 4  # attention heads; d_model / n_heads is the rotary head size (must be even)
     d_ff: int = 512  # hidden width of each block's MLP
     window: int = 384  # tokens every token attends to (~100 micro-turns, ~20 s at ~4 tokens a tick)
-    pin_budget: int = 192  # pinned tokens kept beyond the window, newest first (instructions, typed text)
+    pin_budget: int = 192  # pinned instruction tokens kept beyond the window, newest first
+    # Pinned event tokens (PINNED_ACTS, <result> markers) kept beyond the window, newest first, apart from
+    # the instructions. None: events are pinned as instructions and share pin_budget, the rule of the v1
+    # checkpoint (a config saved without this field loads with it); there conversation's ~13 events a minute
+    # (of ~22 pinned tokens) pushed an instruction given at the start out after ~7 minutes. Presets set it.
+    event_pin_budget: int | None = None
     max_offset: int = 48  # tokens: later offsets within one tick share the last offset embedding
     rope_base: float = 10_000.0  # rotary base; period of the slowest pair ~ 2 pi * base micro-turns
     copy_dim: int = 64  # query/key width of the copy head (even: it is rotary too)
@@ -136,6 +149,16 @@ class InteractionConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def pin_budgets(self) -> tuple[int, int]:
+        """Pinned tokens kept beyond the window per pin class: (INSTRUCTION_PIN, EVENT_PIN)."""
+        return self.pin_budget, self.event_pin_budget or 0
+
+    @property
+    def cache_bound(self) -> int:
+        """Tokens any query can attend to: the window and every class's pins."""
+        return self.window + sum(self.pin_budgets)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads or self.head_dim % 2:
@@ -159,10 +182,14 @@ def preset(name: str, **overrides: Any) -> InteractionConfig:
             d_ff=256,
             window=64,
             pin_budget=32,
+            event_pin_budget=16,
             crop=256,
             copy_dim=32,
         ),
-        "small": InteractionConfig(),
+        # Instruction pins: ~9-11 tokens a minute of conversation have a pin word ("can you tell me ...", "set
+        # a timer for ten seconds"), so 384 keep an instruction given at the start for 35-40 minutes. Event
+        # pins: ~13 a minute, so 48 keep the last ~4 minutes of decisions and results.
+        "small": InteractionConfig(pin_budget=384, event_pin_budget=48),
         "gpu": InteractionConfig(  # ~12 M parameters: still <= 25 MB in fp16
             n_buckets=6144,
             d_model=320,
@@ -170,7 +197,8 @@ def preset(name: str, **overrides: Any) -> InteractionConfig:
             n_heads=5,
             d_ff=1280,
             window=1024,
-            pin_budget=256,
+            pin_budget=384,
+            event_pin_budget=64,
             crop=2048,
         ),
     }
@@ -266,8 +294,18 @@ class Vocab:
 # Tokens of a session, in order: ids, times, and which tokens outlive the window
 
 
+class Pins(NamedTuple):
+    """Tokens pinned at once, all of one pin class."""
+
+    kind: int  # INSTRUCTION_PIN or EVENT_PIN
+    gidx: tuple[int, ...]
+
+
+NO_PINS = Pins(NOT_PINNED, ())
+
+
 class Pinner:
-    """Decides which tokens stay visible after they leave the sliding window.
+    """Decides which tokens stay visible after they leave the sliding window, and in which pin class.
 
     Causal by construction: a token is pinned at the latest while it is still inside the window of the
     token that decides it (an instruction word pins the earlier words of its utterance only as far back as
@@ -276,11 +314,20 @@ class Pinner:
     keep exactly the same tokens.
     """
 
-    def __init__(self, window: int, utterance_gap: int, pin_words: Iterable[str], max_tokens: int) -> None:
+    def __init__(
+        self,
+        window: int,
+        utterance_gap: int,
+        pin_words: Iterable[str],
+        max_tokens: int,
+        events_apart: bool,
+    ) -> None:
         self.window = window
         self.utterance_gap = utterance_gap
         self.pin_words = frozenset(pin_words)
         self.max_tokens = max_tokens  # tokens from an utterance's start that can be pinned
+        # Without a budget of their own (the v1 rule), events are pinned as instructions.
+        self.event = EVENT_PIN if events_apart else INSTRUCTION_PIN
         self._region = ""  # TYPED or RESULT while inside one, else ""
         self._region_len = 0  # tokens inside it so far
         self._in_output = False
@@ -289,45 +336,48 @@ class Pinner:
         self._utterance_pinned = False
         self._last_word_tick = -(1 << 30)
 
-    def push(self, token: str, gidx: int, tick: int) -> list[int]:
-        """Take the next token of the stream; return the gidx of tokens to pin now (this one, or earlier)."""
+    def push(self, token: str, gidx: int, tick: int) -> Pins:
+        """Take the next token of the stream; return the tokens to pin now (this one, or earlier)."""
         if token == TICK:
             self._in_output = False
             self._region = ""  # a typed text or result never spans micro-turns, even if left unclosed
-            return []
+            return NO_PINS
         if token == ACT:
             self._in_output = True
-            return []
+            return NO_PINS
         if self._in_output:
-            return [gidx] if token in PINNED_ACTS else []
-        if token in (TYPED, RESULT):
+            return Pins(self.event, (gidx,)) if token in PINNED_ACTS else NO_PINS
+        if token == RESULT:
             self._region, self._region_len = token, 0
-            return [gidx]
+            return Pins(self.event, (gidx,))
+        if token == TYPED:
+            self._region, self._region_len = token, 0
+            return Pins(INSTRUCTION_PIN, (gidx,))
         if token in (TYPED_END, RESULT_END):
             self._region = ""
-            return [gidx]
+            return Pins(self.event if token == RESULT_END else INSTRUCTION_PIN, (gidx,))
         if self._region == TYPED:
             # Typed text is nearly always an instruction or a question: keep it, up to the same length
             # as a spoken one, so that a pasted paragraph cannot push every instruction out.
             self._region_len += 1
-            return [gidx] if self._region_len <= self.max_tokens else []
+            return Pins(INSTRUCTION_PIN, (gidx,)) if self._region_len <= self.max_tokens else NO_PINS
         if self._region == RESULT or token in (USER, AGENT):
-            return []  # a result's content is the runtime's to say; its markers are pinned above
+            return NO_PINS  # a result's content is the runtime's to say; its markers are pinned above
         # A recognised word or its annotation.
         if tick - self._last_word_tick > self.utterance_gap:
             self._utterance, self._utterance_len, self._utterance_pinned = [], 0, False
         self._last_word_tick = tick
         self._utterance_len += 1
         if self._utterance_len > self.max_tokens:
-            return []  # the tail of a long utterance: chatter, not the instruction
+            return NO_PINS  # the tail of a long utterance: chatter, not the instruction
         self._utterance = [g for g in self._utterance if gidx - g < self.window]
         self._utterance.append(gidx)
         if self._utterance_pinned:
-            return [gidx]
+            return Pins(INSTRUCTION_PIN, (gidx,))
         if token in self.pin_words:
             self._utterance_pinned = True
-            return list(self._utterance)
-        return []
+            return Pins(INSTRUCTION_PIN, tuple(self._utterance))
+        return NO_PINS
 
 
 @dataclass(slots=True)
@@ -339,7 +389,7 @@ class Token:
     offset: int  # index within its micro-turn
     gidx: int  # index in the session's whole token stream
     output: bool  # written by the model (after <act>), so a training target
-    pinned: bool = False
+    pinned: int = NOT_PINNED  # pin class
 
 
 class TokenStream:
@@ -347,15 +397,21 @@ class TokenStream:
 
     def __init__(self, vocab: Vocab, cfg: InteractionConfig) -> None:
         self.vocab = vocab
-        self.pinner = Pinner(cfg.window, cfg.utterance_gap, cfg.pin_words, cfg.pin_utterance_tokens)
+        self.pinner = Pinner(
+            cfg.window,
+            cfg.utterance_gap,
+            cfg.pin_words,
+            cfg.pin_utterance_tokens,
+            events_apart=cfg.event_pin_budget is not None,
+        )
         self.tick = -1  # index of the current micro-turn; the first <tick> makes it 0
         self.offset = 0
         self.next_gidx = 0
         self.in_output = False
         self.bucket_words: dict[int, str] = {}  # bucket id -> the most recent input word hashed there
 
-    def push(self, token: str) -> tuple[Token, list[int]]:
-        """Next token; also returns the gidx of tokens the pinner pins now (may include this one)."""
+    def push(self, token: str) -> tuple[Token, Pins]:
+        """Next token; also returns the tokens the pinner pins now (may include this one)."""
         if token == TICK:
             self.tick += 1
             self.offset = 0
@@ -369,8 +425,8 @@ class TokenStream:
         if token == ACT:
             self.in_output = True  # what follows <act> is the model's own
         pins = self.pinner.push(token, tok.gidx, self.tick)
-        if tok.gidx in pins:
-            tok.pinned = True
+        if tok.gidx in pins.gidx:
+            tok.pinned = pins.kind
         self.offset += 1
         self.next_gidx += 1
         return tok, pins
@@ -393,7 +449,7 @@ class EncodedScenario:
     ids: npt.NDArray[np.int64]
     pos: npt.NDArray[np.int64]
     offset: npt.NDArray[np.int64]
-    pinned: npt.NDArray[np.bool_]
+    pinned: npt.NDArray[np.int8]  # pin class (NOT_PINNED, INSTRUCTION_PIN, EVENT_PIN)
     output: npt.NDArray[np.bool_]  # token written by the model: predicting it is a training target
     tick_starts: npt.NDArray[np.int64]  # gidx of each micro-turn's <tick>
 
@@ -410,8 +466,8 @@ def encode_scenario(scenario: Scenario, vocab: Vocab, cfg: InteractionConfig) ->
         for s in tick_tokens(tick.input, tick.output):
             tok, pins = stream.push(s)
             toks.append(tok)
-            for g in pins:
-                toks[g].pinned = True
+            for g in pins.gidx:
+                toks[g].pinned = pins.kind
 
     def arr(values: list[int]) -> npt.NDArray[np.int64]:
         return np.asarray(values, dtype=np.int64)
@@ -420,7 +476,7 @@ def encode_scenario(scenario: Scenario, vocab: Vocab, cfg: InteractionConfig) ->
         ids=arr([t.id for t in toks]),
         pos=arr([t.pos for t in toks]),
         offset=arr([t.offset for t in toks]),
-        pinned=np.asarray([t.pinned for t in toks], dtype=np.bool_),
+        pinned=np.asarray([t.pinned for t in toks], dtype=np.int8),
         output=np.asarray([t.output for t in toks], dtype=np.bool_),
         tick_starts=arr(starts),
     )
@@ -430,25 +486,31 @@ def encode_scenario(scenario: Scenario, vocab: Vocab, cfg: InteractionConfig) ->
 # The network
 
 
-def attention_mask(q_gidx: Tensor, k_gidx: Tensor, k_pinned: Tensor, window: int, pin_budget: int) -> Tensor:
-    """Who may attend to whom: causal, the last ``window`` tokens, and the newest ``pin_budget`` pinned
-    tokens older than that.
+def attention_mask(
+    q_gidx: Tensor, k_gidx: Tensor, k_pins: Tensor, window: int, pin_budgets: Sequence[int]
+) -> Tensor:
+    """Who may attend to whom: causal, the last ``window`` tokens, and of each pin class the newest
+    pinned tokens older than that, ``pin_budgets[kind - INSTRUCTION_PIN]`` of them.
 
-    q_gidx [B, Tq], k_gidx [B, Tk] (ascending in each row; padding at -/+FAR_GIDX), k_pinned [B, Tk] bool
+    q_gidx [B, Tq], k_gidx [B, Tk] (ascending in each row; padding at -/+FAR_GIDX), k_pins [B, Tk] pin class
     -> [B, 1, Tq, Tk] bool, True where query may attend key. Pure function of stream indices, so the
     training forward and the streaming cache compute the same thing.
     """
     q = q_gidx[:, :, None]  # [B, Tq, 1]
     k = k_gidx[:, None, :]  # [B, 1, Tk]
     causal = k <= q
-    near = (q - k) < window
-    pins = k_pinned.long().cumsum(-1)  # [B, Tk] pinned keys at or before each key
+    keep = (q - k) < window  # near
     edge = torch.searchsorted(k_gidx, q_gidx - window, right=True)  # [B, Tq] keys with gidx <= q - window
-    pins0 = F.pad(pins, (1, 0))  # [B, Tk + 1], pins0[:, n] = pinned among the first n keys
-    pins_to_edge = pins0.gather(-1, edge)  # [B, Tq] pinned keys outside the query's window
-    newer = pins_to_edge[:, :, None] - pins[:, None, :]  # [B, Tq, Tk] pinned keys in (k, q - window]
-    far = k_pinned[:, None, :] & ~near & (newer < pin_budget)
-    return (causal & (near | far)).unsqueeze(1)
+    for kind, budget in enumerate(pin_budgets, start=INSTRUCTION_PIN):
+        if budget == 0:
+            continue  # a class without a budget (events under the v1 rule) costs nothing
+        pinned = k_pins == kind  # [B, Tk]
+        pins = pinned.long().cumsum(-1)  # [B, Tk] pinned keys of this class at or before each key
+        pins0 = F.pad(pins, (1, 0))  # [B, Tk + 1], pins0[:, n] = pinned among the first n keys
+        pins_to_edge = pins0.gather(-1, edge)  # [B, Tq] pinned keys outside the query's window
+        newer = pins_to_edge[:, :, None] - pins[:, None, :]  # [B, Tq, Tk] pinned keys in (k, q - window]
+        keep = keep | (pinned[:, None, :] & (newer < budget))
+    return (causal & keep).unsqueeze(1)
 
 
 class Rotary(nn.Module):
@@ -723,7 +785,7 @@ class CachePool:
     def __init__(self, cfg: InteractionConfig, n_buckets: int, device: torch.device) -> None:
         self.cfg = cfg
         self.rows = 0
-        self.capacity = cfg.window + cfg.pin_budget + CACHE_SLACK
+        self.capacity = cfg.cache_bound + CACHE_SLACK
         self._free: list[int] = []  # a heap: the lowest free row first, so the rows in use stay dense
         c = self.capacity
         # All buffers start with no rows and grow to POOL_ROWS below. Keys are stored rotated.
@@ -734,7 +796,7 @@ class CachePool:
         self.ids = torch.zeros((0, c), dtype=torch.long, device=device)  # [P, C] token ids
         self.gidx = torch.zeros_like(self.ids)  # stream index, ascending along a row's [0, length)
         self.pos = torch.zeros_like(self.ids)  # micro-turn index, for SessionStream.pin
-        self.pinned = torch.zeros((0, c), dtype=torch.bool, device=device)
+        self.pinned = torch.zeros((0, c), dtype=torch.int8, device=device)  # pin class
         self.seen = torch.zeros((0, n_buckets), dtype=torch.bool, device=device)  # buckets a session heard
         self._resize(POOL_ROWS, c)
 
@@ -849,18 +911,18 @@ class SessionStream:
         """Append a token to the stream; it waits in ``pending`` until the next :meth:`TickModel.feed`."""
         tok, pins = self.stream.push(token)
         self.pending.append(tok)
-        self._pin_gidx([g for g in pins if g != tok.gidx])
+        self._pin_gidx(pins.kind, [g for g in pins.gidx if g != tok.gidx])
         return tok
 
-    def _pin_gidx(self, gidxs: Sequence[int]) -> None:
+    def _pin_gidx(self, kind: int, gidxs: Sequence[int]) -> None:
         if not gidxs:
             return
         for tok in self.pending:
             if tok.gidx in gidxs:
-                tok.pinned = True
+                tok.pinned = kind
         if self.length:
             wanted = torch.as_tensor(gidxs, dtype=torch.long, device=self.pool.gidx.device)
-            self.pinned[torch.isin(self.gidx, wanted)] = True
+            self.pinned[torch.isin(self.gidx, wanted)] = kind
 
     def pin(self, ticks: int = 1) -> None:
         """Keep every token of the last ``ticks`` micro-turns beyond the window: the runtime's way to say
@@ -868,20 +930,23 @@ class SessionStream:
         first = self.stream.tick - ticks + 1
         for tok in self.pending:
             if tok.pos >= first:
-                tok.pinned = True
-        self.pinned[self.pos >= first] = True
+                tok.pinned = INSTRUCTION_PIN
+        self.pinned[self.pos >= first] = INSTRUCTION_PIN
 
     def _evict(self, last: int) -> None:
         """Drop what no query after stream index ``last`` can attend to: those see keys newer than
-        last + 1 - window, and the newest pin_budget pinned keys older than that (whose pin flags are
-        final by then: see Pinner)."""
+        last + 1 - window, and of each pin class the newest pinned keys older than that, up to the class's
+        budget (their pin flags are final by then: see Pinner)."""
         in_window = self.gidx > last - self.cfg.window
-        old_pinned = self.pinned & ~in_window
-        n_old = int(old_pinned.sum())
-        if n_old > self.cfg.pin_budget:
-            rank = old_pinned.long().cumsum(0)  # the oldest pinned key has rank 1
-            old_pinned &= rank > n_old - self.cfg.pin_budget
-        keep = (in_window | old_pinned).nonzero().squeeze(1)  # [kept], ascending
+        kept = in_window
+        for kind, budget in enumerate(self.cfg.pin_budgets, start=INSTRUCTION_PIN):
+            old_pinned = (self.pinned == kind) & ~in_window
+            n_old = int(old_pinned.sum())
+            if n_old > budget:
+                rank = old_pinned.long().cumsum(0)  # the oldest pinned key of the class has rank 1
+                old_pinned &= rank > n_old - budget
+            kept = kept | old_pinned
+        keep = kept.nonzero().squeeze(1)  # [kept], ascending
         m = int(keep.numel())
         pool, row = self.pool, self.slot
         for kv in (pool.k[:, row], pool.v[:, row]):  # [L, H, C, hd] views of the row
@@ -979,7 +1044,7 @@ class TickModel:
                 if vocab.is_bucket(t.id) and not t.output:
                     heard += (s.slot, t.id - vocab.bucket_base)
             for j in range(len(chunk), n):  # padding: far after every real token, so no query sees it
-                fields += (vocab.pad_id, 0, 0, FAR_GIDX + j, False)
+                fields += (vocab.pad_id, 0, 0, FAR_GIDX + j, NOT_PINNED)
         packed = torch.tensor([*fields, *writes, *heard, *slots, *lens, *counts], dtype=torch.long).to(dev)
         tok, wr, hb, rows, lens_t, counts_t = packed.split([5 * b * n, len(writes), len(heard), b, b, b])
         tokens, pos, offset, q_gidx, new_pinned = tok.view(b, n, 5).unbind(-1)  # [B, N] each
@@ -1003,13 +1068,13 @@ class TickModel:
         if min(lens) < s_max:
             valid = torch.arange(s_max, device=dev) < lens_t[:, None]  # [B, S]
             k_gidx = torch.where(valid, k_gidx, q_gidx[:, :1])
-            k_pinned = k_pinned & valid
+            k_pinned = k_pinned.masked_fill(~valid, NOT_PINNED)
         mask = attention_mask(
             q_gidx,
             torch.cat([k_gidx, q_gidx], dim=1),
-            torch.cat([k_pinned, new_pinned.bool()], dim=1),
+            torch.cat([k_pinned, new_pinned.to(k_pinned.dtype)], dim=1),
             cfg.window,
-            cfg.pin_budget,
+            cfg.pin_budgets,
         )  # [B, 1, N, S + N]
         if valid is not None:
             mask = mask & torch.cat([valid, valid.new_ones((b, n))], dim=1)[:, None, None, :]

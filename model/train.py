@@ -10,7 +10,8 @@ the crop, as the streaming cache would hold them); the loss is on the model's ow
 Validation measures *behaviour*: the validation sessions are stepped micro-turn by micro-turn through
 :class:`~model.interaction.TickModel` (the runtime's code path, the model's own outputs fed back), and
 compared with what the scenario wanted: per-act recall, and for ``<say>`` hits within
-±:data:`TOLERANCE_TICKS`, onset error and word accuracy, and false alarms.
+±:data:`TOLERANCE_TICKS`, onset error and word accuracy, and false alarms; where the data source labels
+its ``<say>`` targets (the generator does), also per kind of target (:func:`say_by_kind`).
 
 The learning rate warms up, stays constant, and cools down (cosine) over the last quarter. With
 ``--minutes`` the cooldown starts when three quarters of the training time have passed and is sized from
@@ -28,7 +29,7 @@ import random
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from torch import Tensor
 from model.interaction import (
     DEFAULT_CHECKPOINT,
     FAR_GIDX,
+    INSTRUCTION_PIN,
     EncodedScenario,
     InteractionConfig,
     InteractionNet,
@@ -59,6 +61,11 @@ TOLERANCE_TICKS = 2  # a say within ±2 micro-turns (±0.4 s) of its target is o
 POS_JITTER_TICKS = 10_000  # random shift of training positions: sessions stream for up to ~9000 ticks
 
 Generate = Callable[[int, int], list[Scenario]]
+# What asked for each <say> target, by micro-turn ("periodic", "cue", ...: model.scenarios.SayKinds).
+SayKinds = dict[int, str]
+LabelledGenerate = Callable[[int, int], list[tuple[Scenario, SayKinds]]]
+SayByKind = dict[str, list[int]]  # kind -> [right words on time, targets, false alarms] (say_by_kind())
+Metrics = dict[str, float | SayByKind]  # validate(): numbers, and "say_by_kind"
 
 
 @dataclass
@@ -134,6 +141,9 @@ class DataSource:
     generate: Generate
     version: str
     template_words: frozenset[str]
+    # The same sessions with the kind of each <say> target, where the source knows it: validation then
+    # reports <say> per kind (TimeSpeak apart from CueSpeak).
+    labelled: LabelledGenerate | None = None
 
 
 def data_source(name: str) -> DataSource:
@@ -142,7 +152,12 @@ def data_source(name: str) -> DataSource:
     # model.scenarios (the scenario generator) is imported only when training on it.
     scenarios = importlib.import_module("model.scenarios")
 
-    return DataSource(scenarios.generate, str(scenarios.DATA_VERSION), frozenset(scenarios.TEMPLATE_WORDS))
+    return DataSource(
+        scenarios.generate,
+        str(scenarios.DATA_VERSION),
+        frozenset(scenarios.TEMPLATE_WORDS),
+        scenarios.generate_labelled,
+    )
 
 
 @dataclass
@@ -151,7 +166,7 @@ class Batch:
     pos: Tensor  # [B, T] micro-turn index (plus a random shift per row)
     offset: Tensor  # [B, T] index within the micro-turn
     gidx: Tensor  # [B, T] index in the session's stream (padding: +FAR_GIDX)
-    pinned: Tensor  # [B, T] bool
+    pinned: Tensor  # [B, T] pin class (model.interaction.NOT_PINNED ...)
     targets: Tensor  # [B, T] next token
     weights: Tensor  # [B, T] loss weight of predicting targets (0: no loss)
 
@@ -168,12 +183,15 @@ def crop_indices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stream indices of one training sequence starting at token ``start``, and where its loss counts.
 
-    Before the crop come the pinned tokens the streaming cache could still hold (the newest
-    ``pin_budget + window`` pinned tokens before ``start``: a superset of what the mask lets through)."""
+    Before the crop come the pinned tokens the streaming cache could still hold (of each pin class, the
+    newest ``budget + window`` pinned tokens before ``start``: a superset of what the mask lets through)."""
     n = len(enc)
     end = min(n, start + cfg.crop)
-    kept = np.flatnonzero(enc.pinned[:start])[-(cfg.pin_budget + cfg.window) :]
-    idx = np.concatenate([kept, np.arange(start, end)])
+    kept = [
+        np.flatnonzero(enc.pinned[:start] == kind)[-(budget + cfg.window) :]
+        for kind, budget in enumerate(cfg.pin_budgets, start=INSTRUCTION_PIN)
+    ]
+    idx = np.concatenate([np.sort(np.concatenate(kept)), np.arange(start, end)])
     nxt = np.minimum(idx + 1, n - 1)
     loss = enc.output[nxt] & (idx + 1 < n) & (idx >= start)
     if start > 0:
@@ -193,7 +211,7 @@ def make_batch(
     pos = np.zeros((b, t), dtype=np.int64)
     offset = np.zeros((b, t), dtype=np.int64)
     gidx = FAR_GIDX + np.tile(np.arange(t, dtype=np.int64), (b, 1))
-    pinned = np.zeros((b, t), dtype=np.bool_)
+    pinned = np.zeros((b, t), dtype=np.int8)
     targets = np.zeros((b, t), dtype=np.int64)
     weights = np.zeros((b, t), dtype=np.float32)
     wait_id = vocab.act_ids[Act.WAIT]
@@ -213,7 +231,7 @@ def make_batch(
 def loss_of(net: InteractionNet, batch: Batch) -> Tensor:
     """Weighted mean cross-entropy of the model's own tokens (actions, said words, <end>)."""
     cfg = net.cfg
-    mask = attention_mask(batch.gidx, batch.gidx, batch.pinned, cfg.window, cfg.pin_budget)  # [B, 1, T, T]
+    mask = attention_mask(batch.gidx, batch.gidx, batch.pinned, cfg.window, cfg.pin_budgets)  # [B, 1, T, T]
     h, _ = net.hidden(batch.tokens, batch.pos, batch.offset, mask)  # [B, T, D]
     # The same mixture as InteractionNet.forward, but only the target's probability and only where there
     # is a target: the full [B, T, V] distribution would be most of the cost.
@@ -296,6 +314,16 @@ def match_events(targets: list[int], predicted: list[int], tolerance: int) -> li
     return matched
 
 
+def act_events(
+    scenario: Scenario, pred: Sequence[TickOutput], act: Act, tolerance: int
+) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+    """The micro-turns where ``scenario`` wants ``act``, those where the model chose it, and the pairs of
+    them within ``tolerance`` (:func:`match_events`)."""
+    want = [i for i, tick in enumerate(scenario) if tick.output.act is act]
+    got = [i for i, out in enumerate(pred) if out.act is act]
+    return want, got, match_events(want, got, tolerance)
+
+
 def behaviour(
     scenarios: Sequence[Scenario],
     predictions: Sequence[Sequence[TickOutput]],
@@ -320,9 +348,7 @@ def behaviour(
             per_act[tick.output.act][0] += 1
             per_act[tick.output.act][1] += int(out.act is tick.output.act)
         for act in events:
-            want = [i for i, tick in enumerate(scenario) if tick.output.act is act]
-            got = [i for i, out in enumerate(pred) if out.act is act]
-            matched = match_events(want, got, tolerance)
+            want, got, matched = act_events(scenario, pred, act, tolerance)
             events[act][0] += len(want)
             events[act][1] += len(matched)
             events[act][2] += len(got) - len(matched)
@@ -349,13 +375,46 @@ def behaviour(
     return metrics
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
+def say_by_kind(
+    scenarios: Sequence[Scenario],
+    predictions: Sequence[Sequence[TickOutput]],
+    kinds: Sequence[SayKinds],
+    tolerance: int = TOLERANCE_TICKS,
+) -> SayByKind:
+    """``<say>`` per kind of target (``kinds``: what asked for each target, by micro-turn): [right words on
+    time, targets, false alarms], matched as :func:`behaviour` matches them (the kinds' sums are its
+    ``say_score`` parts). A false alarm counts for the nearest target saying the same words (a reminder at
+    the wrong period), else for the nearest target, else for "none"."""
+    out: SayByKind = {}
+    for scenario, pred, labels in zip(scenarios, predictions, kinds, strict=True):
+        want, got, matched = act_events(scenario, pred, Act.SAY, tolerance)
+        for t in want:
+            out.setdefault(labels[t], [0, 0, 0])[1] += 1
+        for t, p in matched:
+            out[labels[t]][0] += int(pred[p].words == scenario[t].output.words)
+        on_time = {p for _, p in matched}
+        for p in got:
+            if p not in on_time:
+                same = [t for t in want if scenario[t].output.words == pred[p].words]
+                near = min(same or want, key=lambda t: abs(t - p), default=None)
+                out.setdefault("none" if near is None else labels[near], [0, 0, 0])[2] += 1
+    return dict(sorted(out.items()))
+
+
+def format_metrics(metrics: Mapping[str, object]) -> str:
+    """One line of metrics; with ``say_by_kind``, a second line of it ("periodic 3/41+5": 3 of 41 targets
+    said on time with the right words, 5 false alarms)."""
     parts = []
     for k, v in metrics.items():
-        if k == "step":
-            continue
-        parts.append(f"{k}={v:.3f}" if isinstance(v, float) and not float(v).is_integer() else f"{k}={v:g}")
-    return " ".join(parts)
+        if isinstance(v, float | int) and k != "step":
+            parts.append(f"{k}={v:.3f}" if isinstance(v, float) and not v.is_integer() else f"{k}={v:g}")
+    line = " ".join(parts)
+    kinds = metrics.get("say_by_kind")
+    if isinstance(kinds, dict):
+        line += "\n  say by kind (right/targets+false): " + " ".join(
+            f"{kind} {hits}/{n}+{false}" for kind, (hits, n, false) in kinds.items()
+        )
+    return line
 
 
 def validate(
@@ -364,15 +423,20 @@ def validate(
     scenarios: Sequence[Scenario],
     loss_batches: list[Batch],
     with_behaviour: bool = True,
-) -> dict[str, float]:
-    """Teacher-forced loss on the validation crops and (``with_behaviour``) free-running behaviour."""
+    say_kinds: Sequence[SayKinds] | None = None,
+) -> Metrics:
+    """Teacher-forced loss on the validation crops and (``with_behaviour``) free-running behaviour, with
+    ``say_kinds`` (the scenarios' labels) also ``<say>`` per kind of target."""
     net.eval()
     with torch.no_grad():
         losses = [(float(loss_of(net, b)), b.n_targets) for b in loss_batches]
-    metrics = {"val_loss": sum(lo * n for lo, n in losses) / max(1, sum(n for _, n in losses))}
+    metrics: Metrics = {"val_loss": sum(lo * n for lo, n in losses) / max(1, sum(n for _, n in losses))}
     if with_behaviour:
         model = TickModel(net, vocab, str(next(net.parameters()).device))
-        metrics.update(behaviour(scenarios, run_sessions(model, scenarios)))
+        predictions = run_sessions(model, scenarios)
+        metrics.update(behaviour(scenarios, predictions))
+        if say_kinds is not None:
+            metrics["say_by_kind"] = say_by_kind(scenarios, predictions, say_kinds)
     net.train()
     return metrics
 
@@ -480,7 +544,12 @@ def train(
     t = time.monotonic()
     crops = pool(0)
     gen_s = time.monotonic() - t
-    val_scenarios = source.generate(VAL_SEED, settings.val_count)
+    # Labelled where the source can: validation then reports <say> per kind of target.
+    labelled = source.labelled(VAL_SEED, settings.val_count) if source.labelled is not None else None
+    val_scenarios = (
+        [sc for sc, _ in labelled] if labelled is not None else source.generate(VAL_SEED, settings.val_count)
+    )
+    val_kinds = [kinds for _, kinds in labelled] if labelled is not None else None
     val_crops = Crops([encode_scenario(sc, vocab, cfg) for sc in val_scenarios], cfg, settings)
     val_loss_batches = [b.to(dev) for b in val_crops.first_crops(vocab, settings.batch_size)]
     say(
@@ -564,10 +633,11 @@ def train(
             t = time.monotonic()
             # Mid-run checks on half the validation sessions, the final one on all of them. Validation
             # draws no random numbers: when it runs does not change the training.
-            val_part = val_scenarios if step == total else val_scenarios[: max(1, len(val_scenarios) // 2)]
-            metrics = validate(net, vocab, val_part, val_loss_batches)
+            n_val = len(val_scenarios) if step == total else max(1, len(val_scenarios) // 2)
+            kinds = val_kinds[:n_val] if val_kinds is not None else None
+            metrics = validate(net, vocab, val_scenarios[:n_val], val_loss_batches, say_kinds=kinds)
             val_s += time.monotonic() - t
-            history.append({"step": step, "train_loss": loss_ema, "sessions": len(val_part), **metrics})
+            history.append({"step": step, "train_loss": loss_ema, "sessions": n_val, **metrics})
             line = f"step {step}: {format_metrics(history[-1])}"
             if progress is not None:
                 progress.write(line)
@@ -603,7 +673,7 @@ def train(
         log["checkpoint_bytes"] = out.stat().st_size
         out.with_suffix(".json").write_text(json.dumps(log, indent=2) + "\n")
         say(f"wrote {out} ({log['checkpoint_bytes'] / 1e6:.1f} MB) and {out.with_suffix('.json')}")
-    say(f"final: {format_metrics(history[-1])}; {wall / 60:.1f} min, {step} steps, {tokens_seen} tokens")
+    say(f"final ({wall / 60:.1f} min, {step} steps, {tokens_seen} tokens): {format_metrics(history[-1])}")
     return net, vocab, log
 
 

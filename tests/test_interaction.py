@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,9 @@ import torch
 from model.interaction import (
     CACHE_SLACK,
     DEFAULT_CHECKPOINT,
+    EVENT_PIN,
+    INSTRUCTION_PIN,
+    NOT_PINNED,
     InteractionConfig,
     InteractionNet,
     SessionStream,
@@ -46,16 +49,21 @@ from model.train import (
     TrainSettings,
     behaviour,
     crop_indices,
+    format_metrics,
     loss_of,
     main,
     make_batch,
     match_events,
     run_sessions,
+    say_by_kind,
     schedule_scenario,
     train,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# A window and pin budgets small enough that a short scenario evicts tokens and overflows every budget.
+SMALL_MEMORY: dict[str, Any] = {"window": 16, "pin_budget": 5, "event_pin_budget": 2}
 
 
 def random_model(cfg: InteractionConfig, seed: int = 0, known: tuple[str, ...] = ()) -> TickModel:
@@ -88,7 +96,7 @@ def full_forward_logits(model: TickModel, scenario: Scenario) -> torch.Tensor:
     ids, pos, off = (torch.from_numpy(a)[None] for a in (enc.ids, enc.pos, enc.offset))
     gidx = torch.arange(len(enc))[None]
     mask = attention_mask(
-        gidx, gidx, torch.from_numpy(enc.pinned)[None], model.cfg.window, model.cfg.pin_budget
+        gidx, gidx, torch.from_numpy(enc.pinned)[None], model.cfg.window, model.cfg.pin_budgets
     )
     with torch.no_grad():
         return model.net(ids, pos, off, mask)[0][0]  # [N, V]
@@ -153,27 +161,30 @@ def test_said_words_are_only_known_words_or_heard_buckets() -> None:
 # Attention mask and streaming
 
 
-def brute_force_mask(gidx: list[int], pinned: list[bool], window: int, budget: int) -> np.ndarray:
+def brute_force_mask(gidx: list[int], pins: list[int], window: int, budgets: tuple[int, int]) -> np.ndarray:
     n = len(gidx)
     out = np.zeros((n, n), dtype=bool)
     for i in range(n):
-        old_pins = [j for j in range(n) if pinned[j] and gidx[j] <= gidx[i] - window]
-        newest = set(old_pins[-budget:]) if budget else set()
+        newest: set[int] = set()
+        for kind, budget in zip((INSTRUCTION_PIN, EVENT_PIN), budgets, strict=True):
+            old_pins = [j for j in range(n) if pins[j] == kind and gidx[j] <= gidx[i] - window]
+            newest |= set(old_pins[-budget:]) if budget else set()
         for j in range(n):
             if gidx[j] <= gidx[i] and (gidx[i] - gidx[j] < window or j in newest):
                 out[i, j] = True
     return out
 
 
-def test_attention_mask_is_window_plus_newest_pins() -> None:
+@pytest.mark.parametrize("budgets", [(4, 2), (4, 0), (0, 3)])
+def test_attention_mask_is_window_plus_newest_pins_of_each_class(budgets: tuple[int, int]) -> None:
     rng = np.random.default_rng(0)
     for _ in range(5):
         n = 60
         gidx = np.sort(rng.choice(200, size=n, replace=False))
-        pinned = rng.random(n) < 0.3
+        pins = rng.choice([NOT_PINNED, INSTRUCTION_PIN, EVENT_PIN], size=n, p=[0.6, 0.2, 0.2]).astype(np.int8)
         g = torch.from_numpy(gidx)[None]
-        got = attention_mask(g, g, torch.from_numpy(pinned)[None], 12, 4)[0, 0].numpy()
-        assert (got == brute_force_mask(gidx.tolist(), pinned.tolist(), 12, 4)).all()
+        got = attention_mask(g, g, torch.from_numpy(pins)[None], 12, budgets)[0, 0].numpy()
+        assert (got == brute_force_mask(gidx.tolist(), pins.tolist(), 12, budgets)).all()
 
 
 def stream_logits(model: TickModel, scenario: Scenario, per_token: bool = False) -> torch.Tensor:
@@ -189,15 +200,20 @@ def stream_logits(model: TickModel, scenario: Scenario, per_token: bool = False)
     return torch.cat(out)
 
 
-def test_streaming_equals_full_forward_across_the_window() -> None:
+@pytest.mark.parametrize("event_pin_budget", [2, None], ids=["two-budgets", "v1-one-budget"])
+def test_streaming_equals_full_forward_across_the_window(event_pin_budget: int | None) -> None:
     """Tick-by-tick (and token-by-token) with the bounded KV cache = one forward over the whole session,
-    with a window and pin budget small enough that tokens are evicted and pins overflow."""
-    cfg = preset("tiny", window=16, pin_budget=5)
+    with a window and pin budgets small enough that tokens are evicted and each class's pins overflow;
+    under the rule of the presets and under the v1 checkpoint's."""
+    cfg = preset("tiny", **{**SMALL_MEMORY, "event_pin_budget": event_pin_budget})
     model = random_model(cfg)
     scenario = mixed_scenario()
     full = full_forward_logits(model, scenario)
     enc = encode_scenario(scenario, model.vocab, cfg)
-    assert len(enc) > 10 * cfg.window and enc.pinned.sum() > cfg.pin_budget
+    assert len(enc) > 10 * cfg.window
+    for kind, budget in zip((INSTRUCTION_PIN, EVENT_PIN), cfg.pin_budgets, strict=True):
+        assert np.count_nonzero(enc.pinned == kind) > budget or event_pin_budget is None
+    assert np.count_nonzero(enc.pinned) > cfg.pin_budget
     for per_token in (False, True):
         streamed = stream_logits(model, scenario, per_token)
         assert streamed.shape == full.shape
@@ -205,7 +221,7 @@ def test_streaming_equals_full_forward_across_the_window() -> None:
 
 
 def test_batched_ragged_sessions_equal_one_at_a_time() -> None:
-    cfg = preset("tiny", window=16, pin_budget=5)
+    cfg = preset("tiny", **SMALL_MEMORY)
     model = random_model(cfg)
     long, short = mixed_scenario(), schedule_scenario("hop", 1, 3)
     full_long, full_short = full_forward_logits(model, long), full_forward_logits(model, short)
@@ -241,7 +257,7 @@ def test_pooled_caches_stream_exactly_through_row_reuse_and_growth() -> None:
     """Sessions fed in batches from one CachePool get the full forward's log-probabilities: caches of
     different lengths, evictions, more sessions than the pool's first rows (it doubles), rows of closed
     sessions taken by new ones (stale tokens beyond the new cache), a pasted text longer than a row."""
-    cfg = preset("tiny", window=16, pin_budget=5)
+    cfg = preset("tiny", **SMALL_MEMORY)
     model = random_model(cfg)
     rows, capacity = model.pool.rows, model.pool.capacity
     scenarios = [mixed_scenario(), schedule_scenario("hop", 1, 3), pasted_scenario(2 * capacity)]
@@ -275,7 +291,7 @@ def test_stale_tokens_of_a_reused_row_are_neither_seen_nor_counted() -> None:
     """A new session in the row of a closed one, fed beside a longer cache: the old occupant's pinned
     tokens beyond the new cache's end are gathered with it. A micro-turn longer than the window then
     searches past them for its window's edge; they must count as neither keys nor pins."""
-    cfg = preset("tiny", window=16, pin_budget=5)
+    cfg = preset("tiny", **SMALL_MEMORY)
     model = random_model(cfg)
     first = model.new_session()
     typed = [("<typed>", *(f"n{i}{j}" for j in range(8)), "</typed>") for i in range(9)]
@@ -303,7 +319,7 @@ def test_batched_steps_decide_what_each_session_decides_alone() -> None:
     """step() over sessions of different cache lengths (own decisions fed back, words decoded by the
     sessions that said <say> only) decides exactly what stepping each session alone decides, through
     evictions and after a session closes and a new one takes its pool row."""
-    cfg = preset("tiny", window=16, pin_budget=5)
+    cfg = preset("tiny", **SMALL_MEMORY)
     batched, alone = random_model(cfg, seed=1), random_model(cfg, seed=1)  # seed 1: says and other acts
     scenarios = [mixed_scenario(), schedule_scenario("hop", 1, 3), pasted_scenario(40), mixed_scenario()]
     starts = [0, 5, 9, 40]  # the hop session closes at micro-turn 36; the last one takes its row
@@ -348,7 +364,7 @@ def test_closed_or_dropped_sessions_give_their_rows_back() -> None:
 def test_step_decides_what_the_full_forward_predicts() -> None:
     """step() (decode, feed back, defer the action to the next tick) = argmax of the full forward over
     the stream it produced, at every action."""
-    cfg = preset("tiny", window=16, pin_budget=5)
+    cfg = preset("tiny", **SMALL_MEMORY)
     model = random_model(cfg, seed=1)
     scenario = mixed_scenario()
     s = model.new_session()
@@ -365,7 +381,7 @@ def test_step_decides_what_the_full_forward_predicts() -> None:
 
 def test_training_loss_is_the_nll_of_the_full_mixture() -> None:
     """loss_of (only the targets' probabilities) = the mean NLL of InteractionNet.forward at the targets."""
-    cfg = preset("tiny", window=16, pin_budget=5)
+    cfg = preset("tiny", **SMALL_MEMORY)
     model = random_model(cfg, seed=2)
     enc = encode_scenario(mixed_scenario(), model.vocab, cfg)
     batch = make_batch([(enc, *crop_indices(enc, 0, cfg, 0))], model.vocab, 1.0, [0])
@@ -402,7 +418,7 @@ def test_window_keeps_state_bounded() -> None:
             inp = TickInput()
         model.step([s], [inp])
         sizes.append(s.cache_len)
-    bound = cfg.window + cfg.pin_budget + CACHE_SLACK
+    bound = cfg.cache_bound + CACHE_SLACK
     assert s.capacity == bound and max(sizes) <= bound  # never grew
     assert max(sizes[600:]) == max(sizes[1000:])  # flat: the cost of a step stops growing
     assert model.timing.max_cache <= bound and model.timing.forwards >= 1
@@ -445,7 +461,7 @@ def test_a_long_monologue_pins_only_its_opening() -> None:
     enc = encode_scenario(spoken("okay " + " ".join(words)), model.vocab, cfg)  # "say" one token later
     assert not enc.pinned.any()
     enc = encode_scenario(spoken("so say hop " + " ".join(words)), model.vocab, cfg)
-    assert int(enc.pinned.sum()) == cfg.pin_utterance_tokens  # the opening, up to the cap
+    assert np.count_nonzero(enc.pinned) == cfg.pin_utterance_tokens  # the opening, up to the cap
 
 
 def test_long_typed_text_pins_only_its_opening() -> None:
@@ -453,7 +469,7 @@ def test_long_typed_text_pins_only_its_opening() -> None:
     model = random_model(cfg)
     words = tuple(f"word{i}" for i in range(2 * cfg.pin_utterance_tokens))
     enc = encode_scenario([Tick(TickInput(tokens=("<typed>", *words, "</typed>")))], model.vocab, cfg)
-    assert int(enc.pinned.sum()) == cfg.pin_utterance_tokens + 2  # the opening and both markers
+    assert np.count_nonzero(enc.pinned) == cfg.pin_utterance_tokens + 2  # the opening and both markers
 
 
 def test_pin_budget_drops_the_oldest_pins() -> None:
@@ -463,8 +479,85 @@ def test_pin_budget_drops_the_oldest_pins() -> None:
     typed = [Tick(TickInput(tokens=("<typed>", f"note{i}", "</typed>"))) for i in range(4)]  # 12 pins
     feed_scenario(model, s, [*typed, *(Tick(TickInput()) for _ in range(100))])
     pins = [6 * i + j for i in range(4) for j in (1, 2, 3)]  # <typed> note </typed> of each 6-token tick
-    assert s.gidx[s.pinned].tolist() == pins[-cfg.pin_budget :]  # the newest 8 of the 12 pins are kept
+    assert s.gidx[s.pinned != NOT_PINNED].tolist() == pins[-cfg.pin_budget :]  # the newest 8 of the 12
     assert int(s.gidx.min()) == pins[-cfg.pin_budget]
+
+
+def busy_scenario(results: int) -> Scenario:
+    """A typed instruction, then ``results`` background results each said as news (3 event pins each)."""
+    result = Tick(TickInput(tokens=("<result>", "it", "is", "noon", "</result>")), TickOutput(Act.NEWS))
+    quiet = [Tick(TickInput()) for _ in range(5)]
+    ticks = [Tick(TickInput(tokens=("<typed>", "count", "to", "ten", "</typed>")))]
+    for _ in range(results):
+        ticks += [result, *quiet]
+    return [*ticks, *(Tick(TickInput()) for _ in range(100))]
+
+
+def test_events_cannot_push_an_instruction_out() -> None:
+    """Decisions and result markers have a pin budget of their own: however many there are, the
+    instruction stays, and the newest events are kept. Under the v1 rule (one budget) they push it out."""
+    model = random_model(preset("tiny", pin_budget=8, event_pin_budget=4))
+    s = model.new_session()
+    feed_scenario(model, s, busy_scenario(10))
+    instruction = [1, 2, 3, 4, 5]  # <typed> count to ten </typed>
+    events = [
+        g for g, tok in enumerate(encode_scenario(busy_scenario(10), model.vocab, model.cfg).pinned) if tok
+    ]
+    events = events[len(instruction) :]
+    assert len(events) == 30
+    assert tokens_in_cache(s, instruction)
+    assert s.gidx[s.pinned == EVENT_PIN].tolist() == events[-4:]
+    assert s.gidx[s.pinned == INSTRUCTION_PIN].tolist() == instruction
+    v1 = random_model(preset("tiny", pin_budget=8, event_pin_budget=None))
+    s = v1.new_session()
+    feed_scenario(v1, s, busy_scenario(10))
+    assert not set(instruction) & set(s.gidx.tolist())
+    assert s.gidx[s.pinned != NOT_PINNED].tolist() == events[-8:]
+    assert not (s.pinned == EVENT_PIN).any(), "v1: events are pinned as instructions"
+
+
+def test_v1_checkpoint_keeps_the_one_budget_rule_and_presets_have_two() -> None:
+    """A config saved before event_pin_budget existed (the committed v1 checkpoint's) loads with events
+    sharing the instructions' budget, as it was trained; the presets, for new training runs, split them.
+    Both rules pin the same tokens, only the class of the events differs."""
+    v1 = InteractionConfig.from_dict(
+        {k: v for k, v in asdict(preset("small")).items() if k != "event_pin_budget"}
+    )
+    assert v1.event_pin_budget is None and v1.pin_budgets == (v1.pin_budget, 0)
+    for name in ("tiny", "small", "gpu"):
+        assert preset(name).event_pin_budget, name
+    assert preset("small").pin_budgets == (384, 48)
+    model = random_model(v1)
+    v1_pins = encode_scenario(mixed_scenario(), model.vocab, v1).pinned
+    now_pins = encode_scenario(mixed_scenario(), model.vocab, preset("small")).pinned
+    assert set(np.unique(v1_pins)) == {NOT_PINNED, INSTRUCTION_PIN}
+    assert EVENT_PIN in now_pins and ((v1_pins != NOT_PINNED) == (now_pins != NOT_PINNED)).all()
+    if DEFAULT_CHECKPOINT.exists():
+        blob = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+        assert "event_pin_budget" not in blob["config"]
+        cfg = load_checkpoint(DEFAULT_CHECKPOINT)[0].cfg
+        assert cfg.event_pin_budget is None and cfg.pin_budgets == (192, 0)
+        assert TickModel.load(DEFAULT_CHECKPOINT, warmup=False).pool.capacity == 192 + 384 + CACHE_SLACK
+
+
+@pytest.mark.parametrize("event_pin_budget", [2, None], ids=["two-budgets", "v1-one-budget"])
+def test_a_crop_carries_the_pinned_past_its_queries_reach(event_pin_budget: int | None) -> None:
+    """A mid-session training crop: its queries see, among tokens before the crop, exactly the pinned ones
+    the full session's mask lets them see (the streaming cache's), and count the pins between correctly."""
+    cfg = preset("tiny", **{**SMALL_MEMORY, "event_pin_budget": event_pin_budget})
+    model = random_model(cfg)
+    enc = encode_scenario(mixed_scenario(), model.vocab, cfg)
+    g = torch.arange(len(enc))[None]
+    full = attention_mask(g, g, torch.from_numpy(enc.pinned)[None], cfg.window, cfg.pin_budgets)[0, 0]
+    for start in enc.tick_starts[1:]:
+        idx, _ = crop_indices(enc, int(start), cfg, 0)
+        t = torch.from_numpy(idx)[None]
+        crop = attention_mask(t, t, torch.from_numpy(enc.pinned[idx])[None], cfg.window, cfg.pin_budgets)
+        queries = idx >= start
+        assert (crop[0, 0][queries] == full[idx[queries]][:, idx]).all()
+        q = torch.from_numpy(idx[queries])[:, None]
+        far_seen = full[q[:, 0], :start] & (q - torch.arange(start) >= cfg.window)  # [queries, start]
+        assert far_seen.any() and set(far_seen.any(0).nonzero()[:, 0].tolist()) <= set(idx.tolist())
 
 
 def test_runtime_pin_keeps_the_last_tick() -> None:
@@ -540,6 +633,27 @@ def test_behaviour_metrics() -> None:
     assert m["say_hits"] == m["say_targets"] and m["say_onset_err"] == 1.0 and m["recall_say"] == 0.0
     silent = behaviour([scenario], [[TickOutput()] * len(scenario)])
     assert silent["say_score"] == 0.0 and silent["say_hits"] == 0
+
+
+def test_say_by_kind_adds_up_to_the_say_score() -> None:
+    """Per kind of target: right words on time, targets, false alarms (charged to the nearest target with
+    the same words); summed over the kinds, the parts of behaviour()'s say_score."""
+    hop = schedule_scenario("hop", every_s=1, repeats=2, lead=0)
+    zorp = schedule_scenario("zorp", every_s=2, repeats=2, lead=0)
+    kinds = [
+        {k: kind for k, tick in enumerate(scenario) if tick.output.act is Act.SAY}
+        for scenario, kind in ((hop, "periodic"), (zorp, "cue"))
+    ]
+    first, last = min(kinds[1]), len(zorp) - 1
+    said = [t.output for t in zorp]
+    said[first] = TickOutput(Act.SAY, ("zap",))  # on time, wrong word: neither right nor a false alarm
+    said[last] = TickOutput(Act.SAY, ("zorp",))  # long after the last target
+    predictions = [[t.output for t in hop], said]
+    by_kind = say_by_kind([hop, zorp], predictions, kinds)
+    assert by_kind == {"cue": [1, 2, 1], "periodic": [2, 2, 0]}
+    m = behaviour([hop, zorp], predictions)
+    assert m["say_score"] == 3 / (4 + 1) and m["say_false"] == 1
+    assert "periodic 2/2+0" in format_metrics({"val_loss": 1.5, "say_by_kind": by_kind}).splitlines()[1]
 
 
 def test_checkpoint_roundtrip_and_cli(tmp_path: Path) -> None:
